@@ -1,0 +1,1 @@
+"""DESP dashboards: Panel apps (visualisation, executive statistics)."""

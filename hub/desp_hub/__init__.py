@@ -1,0 +1,1 @@
+"""DESP Hub: everything that runs beside JupyterHub (authenticator, profiles, spawner glue, launcher)."""

@@ -1,0 +1,1 @@
+"""Keycloak-shaped development OpenID Connect provider."""
