@@ -1,0 +1,56 @@
+# JupyterHub configuration of DESP Hub.
+#
+# Loaded with `jupyterhub -f <this file>` (the `desp-hub up` launcher does so, from the data
+# directory, which holds the hub database and cookie secret). Deployment-specific values (ports,
+# IAM URL, client id, profiles file) come as traitlets on the command line or from an operator's
+# extra configuration file named by DESP_HUB_EXTRA_CONFIG, loaded last so it wins.
+# Secrets never appear here: the OAuth client secret comes from OAUTH_CLIENT_SECRET and the
+# auth_state key from JUPYTERHUB_CRYPT_KEY, both in the environment.
+import os
+import sys
+
+from desp_hub.authenticator import DespKeycloakAuthenticator
+from desp_hub.spawner import DespLocalSpawner
+
+c = get_config()  # noqa: F821 (provided by JupyterHub when it loads this file)
+
+
+def command_path(name):
+    """A console script installed next to this Python (the proxy and the single-user server)."""
+    return os.path.join(os.path.dirname(sys.executable), name)
+
+
+c.JupyterHub.authenticator_class = DespKeycloakAuthenticator
+c.JupyterHub.spawner_class = DespLocalSpawner
+c.ConfigurableHTTPProxy.command = [command_path("configurable-http-proxy")]
+
+# Servers outlive a hub restart (upgrade, crash): the hub finds them again from its database.
+# `desp-hub up` sets cleanup_servers back to True unless --keep-servers, so Ctrl-C leaves nothing behind.
+c.JupyterHub.cleanup_servers = False
+
+# Keycloak: groups and roles decide who may log in and who is admin (desp_hub.authenticator).
+c.DespKeycloakAuthenticator.allowed_groups = {"desp-users"}
+c.DespKeycloakAuthenticator.admin_groups = {"hub-admins"}
+c.DespKeycloakAuthenticator.admin_roles = {"hub-admin"}
+# Re-read user info (and so group membership) at most every 5 minutes, and before every spawn.
+c.DespKeycloakAuthenticator.auth_refresh_age = 300
+c.DespKeycloakAuthenticator.refresh_pre_spawn = True
+
+# The user's server may read its owner's auth_state (a fresh access token) with its own API token.
+c.JupyterHub.load_roles = [
+    {
+        "name": "server",
+        "description": "Post activity, reach its own server, and read its owner's fresh access token",
+        "scopes": ["users:activity!user", "access:servers!server", "admin:auth_state!user"],
+    }
+]
+
+c.Spawner.cmd = [command_path("jupyterhub-singleuser")]
+c.Spawner.default_url = "/lab"
+c.Spawner.http_timeout = 60
+c.Spawner.start_timeout = 120
+c.DespLocalSpawner.home_dir_template = os.path.join(os.getcwd(), "users", "{username}")
+
+extra_config = os.environ.get("DESP_HUB_EXTRA_CONFIG")
+if extra_config:
+    load_subconfig(extra_config)  # noqa: F821

@@ -1,0 +1,87 @@
+"""What `desp-hub` passes to JupyterHub, as pure functions of the launch options (no I/O but `masked_config`)."""
+
+import re
+from dataclasses import dataclass
+
+SECRET_NAME = re.compile(r"(secret|token|password|key)$", re.IGNORECASE)
+SECRET_ENVIRONMENT = ("OAUTH_CLIENT_SECRET", "JUPYTERHUB_CRYPT_KEY", "CONFIGPROXY_AUTH_TOKEN")
+
+
+@dataclass(frozen=True)
+class LaunchOptions:
+    """Everything `desp-hub up` decides before starting processes."""
+
+    ip: str
+    port: int
+    data_dir: str
+    public_url: str
+    iam_url: str
+    sandbox_idp: bool
+    realm: str
+    client_id: str
+    profiles_path: str
+    isolate_users: bool
+    keep_servers: bool
+    allow_gpu_profiles_without_gpu: bool
+    extra_config: str
+    hub_api_port: int
+    proxy_api_port: int
+
+
+def hub_arguments(options: LaunchOptions) -> list[str]:
+    """JupyterHub command-line traitlets for these options (they override jupyterhub_config.py)."""
+    spawner = "DespSystemUserSpawner" if options.isolate_users else "DespLocalSpawner"
+    arguments = [
+        f"--JupyterHub.bind_url=http://{options.ip}:{options.port}/",
+        f"--JupyterHub.hub_bind_url=http://127.0.0.1:{options.hub_api_port}/",
+        f"--ConfigurableHTTPProxy.api_url=http://127.0.0.1:{options.proxy_api_port}",
+        f"--JupyterHub.cleanup_servers={not options.keep_servers}",
+        f"--JupyterHub.spawner_class=desp_hub.spawner.{spawner}",
+        f"--DespKeycloakAuthenticator.iam_url={options.iam_url}",
+        f"--DespKeycloakAuthenticator.realm={options.realm}",
+        f"--DespKeycloakAuthenticator.client_id={options.client_id}",
+        f"--DespKeycloakAuthenticator.oauth_callback_url={options.public_url}/hub/oauth_callback",
+        f"--{spawner}.allow_gpu_profiles_without_gpu={options.allow_gpu_profiles_without_gpu}",
+    ]
+    if options.profiles_path:
+        arguments.append(f"--{spawner}.profiles_path={options.profiles_path}")
+    return arguments
+
+
+def mask(name: str, value):
+    """`***` for a non-empty value whose name says it is a secret."""
+    if value and SECRET_NAME.search(name):
+        return "***"
+    return value
+
+
+def masked_config(config_file: str, options: LaunchOptions, environ) -> str:
+    """The effective configuration (file + command line + derived endpoints), secrets masked."""
+    from jupyterhub.app import JupyterHub
+    from traitlets.config.loader import DeferredConfig
+
+    from .authenticator import DespKeycloakAuthenticator
+    from .spawner import DespLocalSpawner, DespSystemUserSpawner
+
+    app = JupyterHub()
+    app.parse_command_line(["-f", config_file, *hub_arguments(options)])
+    app.load_config_file(app.config_file)
+    app.update_config(app.cli_config)
+    classes = {cls.__name__: cls for cls in [*app.classes, DespKeycloakAuthenticator, DespLocalSpawner,
+                                             DespSystemUserSpawner]}
+    lines = [f"# {config_file} with the command line of `desp-hub up`"]
+    for section in sorted(app.config):
+        for name in sorted(app.config[section]):
+            value = app.config[section][name]
+            if isinstance(value, DeferredConfig) and section in classes:
+                value = value.get_value(classes[section].class_traits()[name])
+            lines.append(f"c.{section}.{name} = {mask(name, value)!r}")
+    authenticator = DespKeycloakAuthenticator(config=app.config, use_discovery=False)
+    lines.append("# derived from iam_url and realm")
+    for name in ("issuer", "authorize_url", "token_url", "userdata_url", "end_session_endpoint", "jwks_uri",
+                 "post_logout_redirect_url"):
+        lines.append(f"#   {name} = {getattr(authenticator, name)}")
+    lines.append("# secrets from the environment")
+    for name in SECRET_ENVIRONMENT:
+        lines.append(f"#   {name}: {'set' if environ.get(name) else 'not set'}")
+    return "\n".join(lines)

@@ -1,0 +1,208 @@
+"""Profile-aware local spawners: the profile form, the server-side entitlement check, local resources.
+
+Two spawners share the profile logic:
+
+- `DespLocalSpawner`: every user's server runs under the hub's own OS account (one machine, trusted
+  users, development). It does not isolate users from each other.
+- `DespSystemUserSpawner`: every user's server runs under its own system account, created on first
+  spawn. Users are isolated from each other by the operating system.
+
+On Kubernetes the same profiles become KubeSpawner profiles (`desp_hub.kube`).
+"""
+
+import html
+import os
+import pwd
+import re
+import resource
+import subprocess
+
+from jupyterhub.spawner import LocalProcessSpawner, SimpleLocalProcessSpawner
+from tornado import web
+from traitlets import Bool, Unicode, default
+
+from .profiles import NotEntitled, entitled_profiles, find_entitled, load_profiles, local_spawner_settings
+
+
+def host_has_gpu() -> bool:
+    """True when an NVIDIA device node is present on this host."""
+    return os.path.exists("/dev/nvidia0")
+
+
+class DespProfilesMixin:
+    """Profile form, entitlement re-check at spawn, and local application of a profile's resources."""
+
+    profiles_path = Unicode(
+        config=True,
+        help="""
+        YAML file with the profiles (Standard, Power, AI, ...). It is read at every spawn, so an edited
+        file applies at the next server start. Defaults to the seed shipped with desp_hub.
+        """,
+    )
+
+    @default("profiles_path")
+    def _profiles_path_default(self):
+        return os.path.join(os.path.dirname(__file__), "profiles.yaml")
+
+    allow_gpu_profiles_without_gpu = Bool(
+        False,
+        config=True,
+        help="""
+        Development override: start profiles that ask for GPUs on a host without one (the server
+        simply gets no GPU). Without it such a spawn is refused with a clear message.
+        """,
+    )
+
+    def load_profiles(self):
+        """All configured profiles, read now."""
+        return load_profiles(self.profiles_path)
+
+    async def user_groups_and_roles(self):
+        """The spawning user's groups and realm roles, as recorded at the last login or refresh."""
+        auth_state = await self.user.get_auth_state() or {}
+        groups = set(auth_state.get("groups") or [group.name for group in self.user.groups])
+        return groups, set(auth_state.get("roles") or [])
+
+    async def _options_form_for_user(self, spawner):
+        groups, roles = await self.user_groups_and_roles()
+        profiles = entitled_profiles(self.load_profiles(), groups, roles)
+        if not profiles:
+            return (
+                '<p class="alert alert-warning">No profile is available to your account. '
+                "Ask your DESP administrator for access.</p>"
+            )
+        return render_profile_form(profiles)
+
+    @default("options_form")
+    def _options_form_default(self):
+        return self._options_form_for_user
+
+    def options_from_form(self, form_data):
+        """The form posts one field, `profile`; anything else is logged and dropped."""
+        unknown = sorted(set(form_data) - {"profile"})
+        if unknown:
+            self.log.warning("Ignoring unknown spawn form fields for %s: %s", self.user.name, unknown)
+        return {"profile": (form_data.get("profile") or [""])[0]}
+
+    @default("apply_user_options")
+    def _apply_user_options_default(self):
+        return DespProfilesMixin.apply_profile
+
+    async def apply_profile(self, user_options):
+        """Re-check entitlement on the server side and apply the chosen profile (403 if not allowed)."""
+        groups, roles = await self.user_groups_and_roles()
+        profiles = self.load_profiles()
+        slug = (user_options or {}).get("profile")
+        if not slug:
+            entitled = entitled_profiles(profiles, groups, roles)
+            defaults = [profile for profile in entitled if profile.default] or entitled
+            if not defaults:
+                raise web.HTTPError(403, "No profile is available to your account.")
+            slug = defaults[0].slug
+        try:
+            profile = find_entitled(profiles, slug, groups, roles)
+        except NotEntitled as error:
+            self.log.warning("Refused spawn of profile %r for %s: %s", slug, self.user.name, error)
+            raise web.HTTPError(403, str(error)) from None
+        if profile.gpus and not host_has_gpu() and not self.allow_gpu_profiles_without_gpu:
+            raise web.HTTPError(
+                409,
+                f"The {profile.display_name} profile needs a GPU and this host has none. "
+                "Choose another profile.",
+            )
+        settings = local_spawner_settings(profile)
+        self.profile = profile
+        for trait in ("mem_limit", "mem_guarantee", "cpu_limit", "cpu_guarantee"):
+            setattr(self, trait, settings[trait])
+        self.environment.update(settings["environment"])
+        self.memory_rlimit = settings["memory_rlimit"]
+        self.log.info("Starting %s's server with profile %s", self.user.name, profile.slug)
+
+    def _limit_memory(self, preexec):
+        """Wrap a preexec function so the server (and its kernels) cannot grow past the profile's memory."""
+        limit = getattr(self, "memory_rlimit", None)
+
+        def limited_preexec():
+            if limit:
+                resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+            preexec()
+
+        return limited_preexec
+
+
+class DespLocalSpawner(DespProfilesMixin, SimpleLocalProcessSpawner):
+    """All users' servers under the hub's OS account, each with its own home under `home_dir_template`.
+
+    Shares the OS account, so it does not isolate users from each other.
+    """
+
+    def make_preexec_fn(self, name):
+        return self._limit_memory(super().make_preexec_fn(name))
+
+
+SYSTEM_USERNAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+
+
+class DespSystemUserSpawner(DespProfilesMixin, LocalProcessSpawner):
+    """Each user's server under its own system account, created on first spawn (`useradd`).
+
+    The operating system isolates users from each other: their files and processes are their own.
+    The hub must run as root.
+    """
+
+    create_system_users = Bool(
+        True, config=True, help="Create the system account (`useradd --create-home`) on first spawn."
+    )
+
+    useradd_command = Unicode(
+        "useradd --create-home --shell /bin/bash --user-group",
+        config=True,
+        help="Command (split on spaces) that creates a system account; the username is appended.",
+    )
+
+    def ensure_system_user(self):
+        name = self.user.name
+        if not SYSTEM_USERNAME.match(name):
+            raise web.HTTPError(
+                400, f"The username {name!r} cannot be a system account; ask an administrator."
+            )
+        try:
+            pwd.getpwnam(name)
+            return
+        except KeyError:
+            pass
+        if not self.create_system_users:
+            raise web.HTTPError(409, f"There is no system account for {name}; ask an administrator.")
+        self.log.info("Creating system account %s", name)
+        subprocess.run(self.useradd_command.split() + [name], check=True, capture_output=True)
+
+    async def start(self):
+        self.ensure_system_user()
+        return await super().start()
+
+    def make_preexec_fn(self, name):
+        return self._limit_memory(super().make_preexec_fn(name))
+
+
+def render_profile_form(profiles):
+    """HTML radio cards, one per profile the user may use (the default one checked)."""
+    checked_slug = next((p.slug for p in profiles if p.default), profiles[0].slug)
+    cards = []
+    for profile in profiles:
+        gpu = f", {profile.gpus} GPU" + (f" ({html.escape(profile.gpu_type)})" if profile.gpu_type else "") if profile.gpus else ""
+        checked = " checked" if profile.slug == checked_slug else ""
+        cards.append(
+            f"""
+  <label class="desp-profile list-group-item" for="profile-{html.escape(profile.slug)}">
+    <input type="radio" name="profile" id="profile-{html.escape(profile.slug)}" value="{html.escape(profile.slug)}"{checked}>
+    <strong>{html.escape(profile.display_name)}</strong>
+    <span class="desp-profile-resources">up to {profile.cpu_limit:g} CPU, {_gib(profile.mem_limit)} memory{gpu}
+      &middot; {profile.dcu_per_hour:g} DCU/hour</span>
+    <div class="desp-profile-description">{html.escape(profile.description)}</div>
+  </label>"""
+        )
+    return '<div class="list-group desp-profiles">' + "".join(cards) + "\n</div>"
+
+
+def _gib(size_bytes):
+    return f"{size_bytes / 2**30:g} GiB"

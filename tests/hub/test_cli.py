@@ -1,0 +1,49 @@
+"""`desp-hub config`: the effective configuration, secrets masked; the launch arguments are a pure function."""
+
+import subprocess
+import sys
+
+from desp_hub.cli import demo_logins, options_from_args, parse_args
+from desp_hub.launcher_config import hub_arguments, mask
+
+
+def test_config_prints_effective_settings_with_secrets_masked(tmp_path):
+    extra = tmp_path / "operator.py"
+    extra.write_text("c.DespKeycloakAuthenticator.client_secret = 'do-not-show-me'\n"
+                     "c.DespKeycloakAuthenticator.allowed_roles = {'desp-user'}\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "desp_hub.cli", "config", "--data-dir", str(tmp_path / "data"), "--port", "8123",
+         "--iam-url", "https://auth.destine.eu", "--config", str(extra)],
+        capture_output=True, text=True, timeout=120, env={"PATH": "/usr/bin:/bin", "OAUTH_CLIENT_SECRET": "s3cret"},
+    )
+    assert result.returncode == 0, result.stderr
+    output = result.stdout
+    assert "do-not-show-me" not in output and "s3cret" not in output
+    assert "c.DespKeycloakAuthenticator.client_secret = '***'" in output
+    assert "c.DespKeycloakAuthenticator.iam_url = 'https://auth.destine.eu'" in output
+    assert "c.DespKeycloakAuthenticator.allowed_roles = {'desp-user'}" in output
+    assert "c.JupyterHub.bind_url = 'http://127.0.0.1:8123/'" in output
+    assert "token_url = https://auth.destine.eu/realms/desp/protocol/openid-connect/token" in output
+    assert "OAUTH_CLIENT_SECRET: set" in output
+    assert not (tmp_path / "data").exists(), "config must not create state"
+
+
+def test_launch_arguments():
+    options = options_from_args(parse_args(["config", "--port", "9000", "--isolate-users", "--data-dir", "/nowhere"]))
+    arguments = hub_arguments(options)
+    assert "--JupyterHub.bind_url=http://127.0.0.1:9000/" in arguments
+    assert "--JupyterHub.spawner_class=desp_hub.spawner.DespSystemUserSpawner" in arguments
+    assert "--DespKeycloakAuthenticator.iam_url=http://127.0.0.1:9001" in arguments
+    assert "--JupyterHub.cleanup_servers=True" in arguments
+
+
+def test_mask():
+    assert mask("client_secret", "x") == "***"
+    assert mask("cookie_secret_file", "/path") == "/path"
+    assert mask("api_token", "") == ""
+
+
+def test_demo_logins_come_from_the_realm_file():
+    logins = {name: (password, groups) for name, password, groups in demo_logins()}
+    assert logins["researcher"] == ("researcher-demo", "desp-users")
+    assert set(logins) >= {"researcher", "poweruser", "aiuser", "admin", "executive"}
