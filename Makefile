@@ -1,0 +1,28 @@
+# DESP Hub: `make run` sets up and starts the embedded stack; `make test` sets up and runs the whole suite.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: run test install browser docs
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+# Debian's Chromium for the browser tests (Playwright drives it; no browser is ever downloaded).
+browser:
+	@test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+run: install
+	$(VENV)/bin/desp-hub up
+
+test: install browser
+	$(PY) -m pytest -n 2 --dist loadfile -p no:cacheprovider $(PYTEST_ARGS)
+
+# Regenerate the configuration reference in README.md from the traitlets' help.
+docs: install
+	$(PY) -m desp_hub.docs --update README.md
