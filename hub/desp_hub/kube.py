@@ -193,8 +193,9 @@ async def store_secret_env(spawner: Any, pod: V1Pod) -> V1Pod:
 async def own_secret_env(spawner: Any, pod: dict[str, Any]) -> None:
     """`KubeSpawner.after_pod_created_hook`: make the pod own its env Secret, so deleting the pod deletes it.
 
-    Needs `patch` on secrets in the hub's Role (z2jh's stock Role has get/list/watch/create/delete). A failure is logged, not raised: the server works without it,
-    and an orphaned Secret only holds a token JupyterHub revoked when the server stopped.
+    Needs `patch` on secrets in the hub's Role (z2jh's stock Role has get/list/watch/create/delete). A failure
+    is logged, not raised: the server works without it, and an orphaned Secret only holds a token JupyterHub
+    revoked when the server stopped.
     """
     metadata = pod["metadata"]
     secret_name = env_secret_name(metadata["name"])
