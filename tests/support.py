@@ -16,8 +16,8 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for_http(url: str, timeout: float = 60, process: "ManagedProcess | None" = None) -> None:
-    """Wait until `url` answers with any HTTP status (connection refused means not yet)."""
+def wait_for_http(url: str, timeout: float = 60, process: "ManagedProcess | None" = None, ok_only=False) -> None:
+    """Wait until `url` answers with any HTTP status (with `ok_only`: with 200). Connection refused means not yet."""
     deadline = time.monotonic() + timeout
     last_error = None
     while time.monotonic() < deadline:
@@ -26,8 +26,11 @@ def wait_for_http(url: str, timeout: float = 60, process: "ManagedProcess | None
         try:
             urllib.request.urlopen(url, timeout=5)
             return
-        except urllib.error.HTTPError:
-            return
+        except urllib.error.HTTPError as error:
+            if not ok_only:
+                return
+            last_error = error
+            time.sleep(0.2)
         except (urllib.error.URLError, ConnectionError, OSError) as error:
             last_error = error
             time.sleep(0.2)

@@ -36,6 +36,8 @@ class DespLogoutHandler(OAuthLogoutHandler):
 class DespKeycloakAuthenticator(GenericOAuthenticator):
     """Authenticate DESP users against the platform's Keycloak realm."""
 
+    logout_handler = DespLogoutHandler
+
     login_service = Unicode("DESP", config=True, help="Name shown on the login button.")
 
     iam_url = Unicode(
@@ -137,10 +139,6 @@ class DespKeycloakAuthenticator(GenericOAuthenticator):
     @default("scope")
     def _scope_default(self):
         return ["openid", "profile", "email"]
-
-    @default("logout_handler")
-    def _logout_handler_default(self):
-        return DespLogoutHandler
 
     def _discovered(self):
         """The realm's discovery document, or {} if it cannot be read (read once)."""

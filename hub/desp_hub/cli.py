@@ -39,6 +39,9 @@ def parse_args(argv=None):
         command.add_argument("--idp-port", type=int, help="port of the sandbox identity provider (default PORT+1)")
         command.add_argument("--iam-url", help="use this Keycloak (base URL, no realm) instead of the sandbox IdP")
         command.add_argument("--realm", default="desp", help="Keycloak realm (default %(default)s)")
+        command.add_argument(
+            "--realm-file", default=REALM_FILE, help="realm (Keycloak export format) for the sandbox IdP (default: the demo realm)"
+        )
         command.add_argument("--client-id", default="desp-hub", help="OAuth client id of the hub (default %(default)s)")
         command.add_argument("--profiles", help="profiles YAML file (default: the seed shipped with desp_hub)")
         command.add_argument(
@@ -131,6 +134,7 @@ def demo_logins(realm_file=REALM_FILE):
 
 
 def _wait_for(url, process, timeout):
+    """Wait until `url` answers 200 (the proxy answers other codes before the hub's route is in)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -138,9 +142,7 @@ def _wait_for(url, process, timeout):
         try:
             urllib.request.urlopen(url, timeout=5)
             return
-        except urllib.error.HTTPError:
-            return
-        except OSError:
+        except OSError:  # connection refused, or an HTTP error status
             time.sleep(0.2)
     raise SystemExit(f"desp-hub: {url} did not answer within {timeout} s")
 
@@ -173,7 +175,7 @@ class Stack:
             process.wait()
 
 
-def up(options: LaunchOptions):
+def up(options: LaunchOptions, realm_file=REALM_FILE):
     data_dir = options.data_dir
     for sub in ("hub", "idp", "logs"):
         os.makedirs(os.path.join(data_dir, sub), exist_ok=True)
@@ -201,7 +203,7 @@ def up(options: LaunchOptions):
             idp = stack.start(
                 "identity provider",
                 [sys.executable, "-m", "desp_sandbox.idp.server", "--ip", options.ip, "--port", str(idp_port),
-                 "--realm-file", REALM_FILE, "--data-dir", os.path.join(data_dir, "idp")],
+                 "--realm-file", realm_file, "--data-dir", os.path.join(data_dir, "idp")],
                 idp_env, data_dir, os.path.join(data_dir, "logs", "idp.log"),
             )
             _wait_for(f"{options.iam_url}/realms/{options.realm}/.well-known/openid-configuration", idp, 60)
@@ -216,7 +218,7 @@ def up(options: LaunchOptions):
             hub_env, os.path.join(data_dir, "hub"), os.path.join(data_dir, "logs", "hub.log"),
         )
         _wait_for(f"{options.public_url}/hub/api/", hub, 120)
-        print(banner(options), flush=True)
+        print(banner(options, realm_file), flush=True)
         while hub.poll() is None:
             time.sleep(0.5)
         print(f"desp-hub: the hub exited with {hub.returncode}; see {data_dir}/logs/hub.log", flush=True)
@@ -228,7 +230,7 @@ def up(options: LaunchOptions):
         stack.stop()
 
 
-def banner(options: LaunchOptions) -> str:
+def banner(options: LaunchOptions, realm_file=REALM_FILE) -> str:
     lines = [
         "",
         f"DESP Hub is running at {options.public_url}/",
@@ -237,7 +239,7 @@ def banner(options: LaunchOptions) -> str:
     ]
     if options.sandbox_idp:
         lines.append("Demo logins (username / password / groups):")
-        lines += [f"  {name:<11} {password:<16} {groups}" for name, password, groups in demo_logins()]
+        lines += [f"  {name:<11} {password:<16} {groups}" for name, password, groups in demo_logins(realm_file)]
     lines += [f"Logs and state: {options.data_dir}", "Press Ctrl-C to stop.", ""]
     return "\n".join(lines)
 
@@ -250,7 +252,7 @@ def main(argv=None):
             os.environ["DESP_HUB_EXTRA_CONFIG"] = options.extra_config
         print(masked_config(HUB_CONFIG_FILE, options, os.environ))
         return 0
-    return up(options)
+    return up(options, os.path.abspath(args.realm_file))
 
 
 if __name__ == "__main__":

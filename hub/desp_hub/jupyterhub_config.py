@@ -37,19 +37,25 @@ c.DespKeycloakAuthenticator.auth_refresh_age = 300
 c.DespKeycloakAuthenticator.refresh_pre_spawn = True
 
 # The user's server may read its owner's auth_state (a fresh access token) with its own API token.
+# A token only gets scopes its owner holds, so users hold `admin:auth_state!user` too: they may read
+# their own tokens, nobody else's.
 c.JupyterHub.load_roles = [
     {
-        "name": "server",
-        "description": "Post activity, reach its own server, and read its owner's fresh access token",
-        "scopes": ["users:activity!user", "access:servers!server", "admin:auth_state!user"],
+        "name": "user",
+        "description": "Everything a user may do to themselves, and read their own auth_state",
+        "scopes": ["self", "admin:auth_state!user"],
     }
 ]
+c.Spawner.server_token_scopes = ["users:activity!user", "access:servers!server", "admin:auth_state!user"]
 
 c.Spawner.cmd = [command_path("jupyterhub-singleuser")]
 c.Spawner.default_url = "/lab"
 c.Spawner.http_timeout = 60
 c.Spawner.start_timeout = 120
 c.DespLocalSpawner.home_dir_template = os.path.join(os.getcwd(), "users", "{username}")
+if os.geteuid() == 0:
+    # DespLocalSpawner runs servers under the hub's own account; as root the server must be told it may.
+    c.DespLocalSpawner.args = ["--allow-root"]
 
 extra_config = os.environ.get("DESP_HUB_EXTRA_CONFIG")
 if extra_config:

@@ -20,8 +20,16 @@ import subprocess
 from jupyterhub.spawner import LocalProcessSpawner, SimpleLocalProcessSpawner
 from tornado import web
 from traitlets import Bool, Unicode, default
+from traitlets.config import LoggingConfigurable
 
-from .profiles import NotEntitled, entitled_profiles, find_entitled, load_profiles, local_spawner_settings
+from .profiles import (
+    NotEntitled,
+    entitled_profiles,
+    find_entitled,
+    groups_and_roles,
+    load_profiles,
+    local_spawner_settings,
+)
 
 
 def host_has_gpu() -> bool:
@@ -29,7 +37,7 @@ def host_has_gpu() -> bool:
     return os.path.exists("/dev/nvidia0")
 
 
-class DespProfilesMixin:
+class DespProfilesMixin(LoggingConfigurable):
     """Profile form, entitlement re-check at spawn, and local application of a profile's resources."""
 
     profiles_path = Unicode(
@@ -59,9 +67,8 @@ class DespProfilesMixin:
 
     async def user_groups_and_roles(self):
         """The spawning user's groups and realm roles, as recorded at the last login or refresh."""
-        auth_state = await self.user.get_auth_state() or {}
-        groups = set(auth_state.get("groups") or [group.name for group in self.user.groups])
-        return groups, set(auth_state.get("roles") or [])
+        auth_state = await self.user.get_auth_state()
+        return groups_and_roles(auth_state, [group.name for group in self.user.groups])
 
     async def _options_form_for_user(self, spawner):
         groups, roles = await self.user_groups_and_roles()
@@ -79,7 +86,7 @@ class DespProfilesMixin:
 
     def options_from_form(self, form_data):
         """The form posts one field, `profile`; anything else is logged and dropped."""
-        unknown = sorted(set(form_data) - {"profile"})
+        unknown = sorted(set(form_data) - {"profile", "_xsrf"})
         if unknown:
             self.log.warning("Ignoring unknown spawn form fields for %s: %s", self.user.name, unknown)
         return {"profile": (form_data.get("profile") or [""])[0]}
@@ -93,12 +100,6 @@ class DespProfilesMixin:
         groups, roles = await self.user_groups_and_roles()
         profiles = self.load_profiles()
         slug = (user_options or {}).get("profile")
-        if not slug:
-            entitled = entitled_profiles(profiles, groups, roles)
-            defaults = [profile for profile in entitled if profile.default] or entitled
-            if not defaults:
-                raise web.HTTPError(403, "No profile is available to your account.")
-            slug = defaults[0].slug
         try:
             profile = find_entitled(profiles, slug, groups, roles)
         except NotEntitled as error:

@@ -46,7 +46,7 @@ def start_hub(data_dir, port=None, idp_port=None, iam_url=None, client_secret=No
     process = ManagedProcess("desp-hub up", args, os.path.join(data_dir, "launcher.log"), env=env)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for_http(url + "/hub/api/", timeout=120, process=process)
+        wait_for_http(url + "/hub/api/", timeout=120, process=process, ok_only=True)
     except Exception:
         process.stop()
         raise

@@ -1,0 +1,74 @@
+"""What a person sees: the hub's login page, the DESP login form, the profile form, JupyterLab — in Chromium."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.stack import start_hub
+
+ARTIFACTS = Path(__file__).parents[2] / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic"]
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    running = start_hub(str(tmp_path_factory.mktemp("browser-hub")))
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def page(tmp_path):
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.skip(f"{CHROMIUM} is not installed (make test installs Debian's chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        context = browser.new_context(viewport={"width": 1280, "height": 800})
+        yield context.new_page()
+        context.close()
+        browser.close()
+
+
+def shot(page, name):
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path))
+    return path
+
+
+def test_login_choose_profile_and_land_in_jupyterlab(hub, page):
+    page.goto(hub.url + "/hub/login")
+    page.get_by_text("Sign in with DESP").click()
+    page.wait_for_selector("input[name=password]")
+    assert "DESP" in page.content()
+    shot(page, "1-desp-login-form")
+    page.fill("input[name=username]", "poweruser")
+    page.fill("input[name=password]", "poweruser-demo")
+    page.locator("input[name=password]").press("Enter")
+
+    page.wait_for_selector("input[name=profile]")
+    offered = page.locator("input[name=profile]").evaluate_all("inputs => inputs.map(i => i.value)")
+    assert offered == ["standard", "power"]
+    assert page.is_visible("text=Standard") and page.is_visible("text=Power")
+    shot(page, "2-profile-form")
+    page.check("#profile-power")
+    page.locator("form#spawn_form input[type=submit], form#spawn_form button[type=submit]").first.click()
+
+    page.wait_for_selector(".jp-LabShell", timeout=120_000)
+    page.wait_for_selector(".jp-Launcher", timeout=60_000)
+    assert "/user/poweruser/lab" in page.url
+    assert shot(page, "3-jupyterlab").stat().st_size > 10_000
+    stop = page.request.delete(hub.url + "/hub/api/users/poweruser/server",
+                               headers={"X-XSRFToken": _xsrf(page)})
+    assert stop.status in (202, 204)
+
+
+def _xsrf(page):
+    return next(c["value"] for c in page.context.cookies() if c["name"] == "_xsrf")
