@@ -15,7 +15,9 @@ import os
 import pwd
 import re
 import resource
+import stat
 import subprocess
+import sys
 
 from jupyterhub.spawner import LocalProcessSpawner, SimpleLocalProcessSpawner
 from tornado import web
@@ -177,12 +179,39 @@ class DespSystemUserSpawner(DespProfilesMixin, LocalProcessSpawner):
         self.log.info("Creating system account %s", name)
         subprocess.run(self.useradd_command.split() + [name], check=True, capture_output=True)
 
+    def ensure_server_reachable(self):
+        """Refuse with a clear message when other accounts cannot run the server's command at all."""
+        for path in (self.cmd[0], sys.executable):
+            blocked = path_not_reachable_by_others(path)
+            if blocked:
+                self.log.error("%s is not reachable by other accounts (%s is not world-searchable)", path, blocked)
+                raise web.HTTPError(
+                    500,
+                    "Servers cannot run under their own accounts on this host: the Jupyter installation is not "
+                    "readable by other users. Ask an administrator.",
+                )
+
     async def start(self):
         self.ensure_system_user()
+        self.ensure_server_reachable()
         return await super().start()
 
     def make_preexec_fn(self, name):
         return self._limit_memory(super().make_preexec_fn(name))
+
+
+def path_not_reachable_by_others(path):
+    """The first directory on the way to `path` (symlinks followed) that other accounts cannot enter, or ""."""
+    real = os.path.realpath(path)
+    directory = os.path.dirname(real)
+    while True:
+        if not os.stat(directory).st_mode & stat.S_IXOTH:
+            return directory
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            break
+        directory = parent
+    return "" if os.stat(real).st_mode & stat.S_IROTH else real
 
 
 def render_profile_form(profiles):
