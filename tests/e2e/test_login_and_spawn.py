@@ -84,6 +84,8 @@ def test_login_spawn_run_code_and_stop(hub):
         "import os; (os.environ['DESP_PROFILE'], os.environ['MEM_LIMIT'], bool(os.environ['DESP_ACCESS_TOKEN']))",
     )
     assert environment == "('standard', '4294967296', True)"
+    memory_limit = run_in_kernel(hub.url, "researcher", token, "import resource; resource.getrlimit(resource.RLIMIT_DATA)")
+    assert memory_limit == "(4294967296, 4294967296)"  # the profile's memory limit, enforced on server and kernels
     fresh = run_in_kernel(hub.url, "researcher", token, "from desp_lab.credentials import access_token; len(access_token().split('.'))")
     assert fresh == "3"  # a JWT, handed over by the hub
     session.stop_server()

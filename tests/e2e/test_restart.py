@@ -4,6 +4,7 @@ import os
 import signal
 import time
 
+import pytest
 import requests
 
 from tests.e2e.hubclient import HubSession
@@ -61,6 +62,9 @@ def test_restart_keeps_running_servers_and_notices_dead_ones(tmp_path):
     finally:
         hub.stop()  # this start did not keep servers: the survivor is stopped with it, no orphan left
     assert not _alive(survivor_pid)
+    for port in (port, idp_port):  # proxy and IdP are gone too
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"http://127.0.0.1:{port}/", timeout=5)
 
 
 def _alive(pid):
