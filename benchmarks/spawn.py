@@ -44,6 +44,8 @@ c.JupyterHub.bind_url = "http://127.0.0.1:{port}/"
 c.JupyterHub.hub_bind_url = "http://127.0.0.1:{hub_port}/"
 c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{proxy_port}"
 c.JupyterHub.cleanup_servers = True
+if os.geteuid() == 0:
+    c.Spawner.args = ["--allow-root"]
 """
 
 

@@ -228,6 +228,18 @@ def up(options: LaunchOptions, realm_file=REALM_FILE):
         return 0
     finally:
         stack.stop()
+        _stop_orphaned_proxy(os.path.join(data_dir, "hub", "jupyterhub-proxy.pid"))
+
+
+def _stop_orphaned_proxy(pid_file):
+    """If the hub died without stopping its proxy, stop the proxy by the PID the hub recorded."""
+    try:
+        with open(pid_file) as pid_text:
+            pid = int(pid_text.read().strip())
+        os.kill(pid, signal.SIGTERM)
+        print(f"desp-hub: stopped the proxy (pid {pid}) the hub left behind", flush=True)
+    except (OSError, ValueError):
+        return
 
 
 def banner(options: LaunchOptions, realm_file=REALM_FILE) -> str:
