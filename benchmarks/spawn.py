@@ -14,6 +14,7 @@ import argparse
 import concurrent.futures
 import json
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -136,6 +137,8 @@ def start_bare_hub(workdir):
 
 
 def main():
+    # SIGTERM ends the run like Ctrl-C, so the hubs started here are stopped by the `finally` blocks
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=10)
     args = parser.parse_args()
