@@ -10,6 +10,8 @@ from urllib.parse import urljoin, urlparse
 import requests
 import websocket
 
+from tests.oidc_login import browser_session
+
 
 class FormParser(HTMLParser):
     """Collects forms: action, method, inputs (name → value) and radio choices."""
@@ -55,7 +57,7 @@ class HubSession:
         self.hub_url = hub_url.rstrip("/")
         self.username = username
         self.password = password
-        self.http = requests.Session()
+        self.http = browser_session()  # sends loopback `Secure` cookies back over http, as browsers do
 
     def url(self, path):
         return self.hub_url + path

@@ -12,6 +12,10 @@ import requests
 
 from tests.e2e.hubclient import HubSession, LoginRefused, run_in_kernel
 from tests.e2e.stack import IdpAdmin, start_hub
+from tests.support import free_port
+
+# the first Keycloak start on a machine fetches and prepares it (about 2 minutes on 2 cores)
+pytestmark = pytest.mark.timeout(900)
 
 DEMO_PASSWORD = "{}-demo"
 
@@ -32,7 +36,8 @@ def hub(request, tmp_path_factory):
         running = start_hub(data_dir)
     else:
         keycloak = request.getfixturevalue("keycloak")
-        port = keycloak.hub_port
+        port = free_port()
+        keycloak.set_hub_url(f"http://127.0.0.1:{port}")  # the client's redirect URIs name the hub
         running = start_hub(data_dir, port=port, iam_url=keycloak.url, client_secret=keycloak.hub_client_secret,
                             admin_client_secret=keycloak.admin_client_secret)
     yield running
