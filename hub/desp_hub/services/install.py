@@ -1,0 +1,119 @@
+"""Install the `profiles` service into a JupyterHub configuration: one call adds the service and its roles.
+
+    from desp_hub.services.install import install_profiles_service
+    install_profiles_service(c)
+
+Scopes, least privilege first:
+
+- The service's own role (`profiles-service`) has no scopes. The service identifies each caller with the
+  caller's own token (`GET /hub/api/user`), and the hub always lets a token read its owner's name, admin flag
+  and groups, which is all the service needs. It never reads other users or auth_state.
+- Every user may reach the service: `access:services!service=profiles` is added to the `user` role (extending
+  the scopes `jupyterhub_config.py` gives it, never replacing them). What a caller may then do is decided by the
+  service: hub admins, and members of `admin_group`, may change profiles; everyone else may read the profiles
+  they may start.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import socket
+import sys
+from typing import Any
+
+SERVICE_NAME = "profiles"
+SERVICE_ROLE = "profiles-service"
+ACCESS_SCOPE = f"access:services!service={SERVICE_NAME}"
+# JupyterHub's own default for the `user` role, used when the configuration does not define it
+DEFAULT_USER_SCOPES = ["self"]
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _configured(section: Any, name: str, default: list) -> list:
+    """A list trait's configured value (a copy), or `default` when the configuration does not set it yet."""
+    return copy.deepcopy(list(section[name])) if name in section else list(default)
+
+
+def with_access_scope(roles: list[dict[str, Any]], scope: str = ACCESS_SCOPE) -> list[dict[str, Any]]:
+    """A copy of `roles` (c.JupyterHub.load_roles) in which the `user` role also holds `scope`.
+
+    The `user` role keeps every scope it already has; it is created with JupyterHub's default (`self`) if absent.
+    """
+    roles = copy.deepcopy(roles)
+    user_role = next((role for role in roles if role.get("name") == "user"), None)
+    if user_role is None:
+        user_role = {"name": "user", "description": "Default permissions of every user", "scopes": list(DEFAULT_USER_SCOPES)}
+        roles.append(user_role)
+    scopes = list(user_role.get("scopes") or DEFAULT_USER_SCOPES)
+    if scope not in scopes:
+        scopes.append(scope)
+    user_role["scopes"] = scopes
+    return roles
+
+
+def profiles_service(
+    *, db_url: str, seed_path: str, port: int, admin_group: str = "hub-admins", python: str = sys.executable
+) -> dict[str, Any]:
+    """The `c.JupyterHub.services` entry of the profiles service (a managed service on 127.0.0.1:port)."""
+    return {
+        "name": SERVICE_NAME,
+        "display": True,
+        "url": f"http://127.0.0.1:{port}",
+        "command": [
+            python,
+            "-m",
+            "desp_hub.services.profiles_service",
+            "--db-url",
+            db_url,
+            "--seed",
+            seed_path,
+            "--admin-group",
+            admin_group,
+        ],
+        # users reach it from the hub's pages: no "authorize this service" page on top of the hub login
+        "oauth_no_confirm": True,
+    }
+
+
+def install_profiles_service(
+    c: Any,
+    *,
+    db_url: str | None = None,
+    seed_path: str | None = None,
+    port: int | None = None,
+    admin_group: str = "hub-admins",
+) -> None:
+    """Add the profiles service, its (scope-less) role, and access to it for every user, to the hub config `c`.
+
+    - `db_url`: SQLAlchemy URL of the profile store. Default: `profiles.sqlite` in the current directory, which is
+      the hub's data directory when started by `desp-hub up` (resolved now, so the service gets an absolute path).
+    - `seed_path`: profiles YAML copied into the store when it is empty. Default: the seed shipped with desp_hub.
+    - `port`: where the service listens on 127.0.0.1 (the hub's proxy routes `/services/profiles/` to it).
+      Default: a port free right now.
+    - `admin_group`: members of this hub group may change profiles, as hub admins may ('' : only hub admins).
+
+    Existing services and roles are kept; calling it twice leaves one service.
+    """
+    db_url = db_url or f"sqlite:///{os.path.join(os.getcwd(), 'profiles.sqlite')}"
+    seed_path = seed_path or os.path.join(os.path.dirname(os.path.dirname(__file__)), "profiles.yaml")
+    service = profiles_service(db_url=db_url, seed_path=seed_path, port=port or _free_port(), admin_group=admin_group)
+
+    services = [s for s in _configured(c.JupyterHub, "services", []) if s.get("name") != SERVICE_NAME]
+    c.JupyterHub.services = [*services, service]
+
+    roles = [r for r in _configured(c.JupyterHub, "load_roles", []) if r.get("name") != SERVICE_ROLE]
+    roles.append(
+        {
+            "name": SERVICE_ROLE,
+            "description": "The profiles service: identifies callers with their own tokens, needs no hub API scope",
+            "scopes": [],
+            "services": [SERVICE_NAME],
+        }
+    )
+    c.JupyterHub.load_roles = with_access_scope(roles)
