@@ -262,8 +262,9 @@ class ProfileStore:
     """
 
     def __init__(self, url: str):
-        self.url = url
-        self.engine = _make_engine(url)
+        """`url`: a SQLAlchemy URL, e.g. `sqlite:////srv/jupyterhub/desp_profiles.sqlite` (a relative path is taken
+        from the working directory) or `postgresql+psycopg://user:password@host/dbname`."""
+        self.engine = _make_engine(url)  # the URL (with its password) is kept only inside the engine
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.engine.url.render_as_string(hide_password=True)!r})"
@@ -410,11 +411,17 @@ class ProfileStore:
         with self.engine.connect() as connection:
             connection.execution_options(desp_write=True)  # SQLite: BEGIN IMMEDIATE
             with connection.begin():
-                if lock_profiles and connection.dialect.name == "postgresql":
-                    # Writers queue here (readers do not): the set validated is the set written, even under
-                    # concurrent admins. SHARE ROW EXCLUSIVE conflicts with itself and with row writes only.
-                    connection.exec_driver_sql("LOCK TABLE profiles IN SHARE ROW EXCLUSIVE MODE")
+                if lock_profiles:
+                    self._lock_writers(connection)
                 yield connection
+
+    @staticmethod
+    def _lock_writers(connection: Connection) -> None:
+        # Writers queue here, readers (plain SELECT) do not: the set a writer validates is the set it changes, even
+        # with concurrent admins (two "default: true" creates cannot both pass). SHARE ROW EXCLUSIVE conflicts with
+        # itself and with row changes, not with reads. SQLite needs nothing: BEGIN IMMEDIATE took its write lock.
+        if connection.dialect.name == "postgresql":
+            connection.exec_driver_sql("LOCK TABLE profiles IN SHARE ROW EXCLUSIVE MODE")
 
     @staticmethod
     def _all(connection: Connection) -> list[StoredProfile]:

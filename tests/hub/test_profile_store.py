@@ -5,9 +5,11 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
+from desp_hub import profile_store
 from desp_hub.profile_store import (
     ALEMBIC_VERSION_TABLE,
     AuditEntry,
@@ -15,6 +17,7 @@ from desp_hub.profile_store import (
     ProfileStore,
     StoredProfile,
     VersionConflict,
+    alembic_config,
     metadata,
 )
 from desp_hub.profiles import Profile, ProfileError, load_profiles
@@ -108,6 +111,19 @@ def test_upgrade_from_0001_keeps_data(empty_store):
     assert stored["power"].to_dict()["updated_at"] == "2026-01-02T03:04:05Z"
     updated = empty_store.update("power", {**power, "cpu_limit": 4}, 3, "bob")
     assert (updated.version, updated.updated_by) == (4, "bob")
+
+
+def test_migrations_by_url_down_and_up(empty_store):
+    """The Alembic environment also runs from a URL (what `alembic` commands and offline SQL use)."""
+    empty_store.upgrade()
+    created = empty_store.create(new_profile(), actor="alice")
+    config = alembic_config(empty_store.engine.url.render_as_string(hide_password=False))
+    empty_store.close()
+    command.downgrade(config, "0001")
+    assert empty_store.schema_revision() == "0001"
+    command.upgrade(config, "head")
+    assert empty_store.schema_revision() == "0002"
+    assert empty_store.get("small") == created
 
 
 def test_seed_fills_only_an_empty_store(empty_store):
@@ -227,32 +243,63 @@ def test_stale_version_conflicts_and_changes_nothing(store):
     assert (store.list_profiles(), store.audit()) == before
 
 
-def test_concurrent_updates_one_wins(store):
-    start = store.get("standard")
-    barrier = threading.Barrier(2)
+def race_updates(store, slug, writers):
+    """`writers` threads update `slug` at once from the same version; returns {actor: StoredProfile or conflict}."""
+    start = store.get(slug)
+    barrier = threading.Barrier(writers)
     outcomes = {}
 
-    def edit(actor, display_name):
-        barrier.wait()
+    def edit(actor):
+        barrier.wait(timeout=30)
         try:
-            data = {**start.profile.to_dict(), "display_name": display_name}
-            outcomes[actor] = store.update("standard", data, start.version, actor)
+            data = {**start.profile.to_dict(), "display_name": f"Edited by {actor}"}
+            outcomes[actor] = store.update(slug, data, start.version, actor)
         except VersionConflict as conflict:
             outcomes[actor] = conflict
 
-    threads = [threading.Thread(target=edit, args=(f"admin{i}", f"Standard {i}")) for i in (1, 2)]
+    threads = [threading.Thread(target=edit, args=(f"admin{i}",)) for i in range(writers)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=60)
+    return start, outcomes
 
+
+def assert_one_winner(store, slug, start, outcomes, writers):
     winners = [v for v in outcomes.values() if isinstance(v, StoredProfile)]
     losers = [v for v in outcomes.values() if isinstance(v, VersionConflict)]
-    assert (len(winners), len(losers)) == (1, 1), outcomes
-    assert losers[0].current_version == start.version + 1
-    assert store.get("standard") == winners[0]  # the winner's change is what is stored, at version + 1
-    updates = [e for e in store.audit(slug="standard") if e.action == "update"]
-    assert len(updates) == 1 and updates[0].actor == winners[0].updated_by
+    assert (len(winners), len(losers)) == (1, writers - 1), outcomes
+    assert all(loser.current_version == start.version + 1 for loser in losers)
+    stored = store.get(slug)
+    assert stored == winners[0]  # the winner's change is what is stored, at version + 1
+    assert stored.profile.display_name == f"Edited by {stored.updated_by}"
+    updates = [e for e in store.audit(slug=slug) if e.action == "update"]
+    assert [e.actor for e in updates] == [stored.updated_by]
+
+
+@pytest.mark.parametrize("writers", [2, 4])
+def test_concurrent_updates_one_wins(store, writers):
+    start, outcomes = race_updates(store, "standard", writers)
+    assert_one_winner(store, "standard", start, outcomes, writers)
+
+
+def test_conditional_update_alone_stops_a_lost_update_on_postgresql(store, monkeypatch):
+    """Without the writers' table lock, both writers read version 1 and validate; the version check in the UPDATE
+    still lets exactly one through (PostgreSQL re-checks the WHERE clause once the first writer commits)."""
+    if store.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has no row locks: its writers are serialised by BEGIN IMMEDIATE instead")
+    monkeypatch.setattr(ProfileStore, "_lock_writers", staticmethod(lambda connection: None))
+    both_validated = threading.Barrier(2)
+    real_validate = profile_store.validate_profiles
+
+    def validate_then_wait(profiles):
+        result = real_validate(profiles)
+        both_validated.wait(timeout=30)  # both transactions have read version 1 before either writes
+        return result
+
+    monkeypatch.setattr(profile_store, "validate_profiles", validate_then_wait)
+    start, outcomes = race_updates(store, "power", 2)
+    assert_one_winner(store, "power", start, outcomes, 2)
 
 
 def test_export_import_round_trip(store, tmp_path):
