@@ -304,13 +304,30 @@ def test_install_twice_leaves_one_service_and_one_access_scope():
 
 def test_install_without_user_role_keeps_jupyterhubs_default_scopes(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    c = Config()
-    install.install_profiles_service(c)
-    user_role = next(r for r in c.JupyterHub.load_roles if r["name"] == "user")
+    main = Config()
+    main.merge(_installed_in_a_fresh_config())
+    roles = main.JupyterHub.load_roles.get_value([])
+    user_role = next(r for r in roles if r["name"] == "user")
     assert user_role["scopes"] == ["self", ACCESS]
-    command = c.JupyterHub.services[0]["command"]
+    command = main.JupyterHub.services.get_value([])[0]["command"]
     assert command[command.index("--db-url") + 1] == f"sqlite:///{tmp_path}/profiles.sqlite"
     assert Path(command[command.index("--seed") + 1]) == SEED
+
+
+def _installed_in_a_fresh_config():
+    sub = Config()  # what a file loaded with load_subconfig gets
+    install.install_profiles_service(sub, port=1)
+    return sub
+
+
+def test_install_from_a_subconfig_keeps_earlier_services_and_never_drops_the_user_roles_scopes():
+    main = _config_with_user_role()
+    main.merge(_installed_in_a_fresh_config())
+    assert [s["name"] for s in main.JupyterHub.services] == ["other", "profiles"]
+    roles = main.JupyterHub.load_roles
+    # the main file's user role survives untouched; JupyterHub refuses the second one loudly at start-up
+    assert roles[0] == {"name": "user", "description": "d", "scopes": ["self", "admin:auth_state!user"]}
+    assert [r["name"] for r in roles] == ["user", "user", "profiles-service"]
 
 
 # --- the API, in-process ------------------------------------------------------------------------------------------

@@ -12,6 +12,12 @@ Scopes, least privilege first:
   the scopes `jupyterhub_config.py` gives it, never replacing them). What a caller may then do is decided by the
   service: hub admins, and members of `admin_group`, may change profiles; everyone else may read the profiles
   they may start.
+
+Call it in the main configuration file, after `c.JupyterHub.load_roles` is set. A file loaded with
+`load_subconfig` gets a fresh `c` whose lists replace the main file's on merge, so from there the `user` role is
+not visible: the function then only appends (lazily) a `user` role of JupyterHub's default scopes plus the access
+scope and its own role. On a hub whose main file defines the `user` role, that fails loudly at start-up ("Role
+user multiply defined") instead of silently dropping the main file's user scopes.
 """
 
 from __future__ import annotations
@@ -35,9 +41,10 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _configured(section: Any, name: str, default: list) -> list:
-    """A list trait's configured value (a copy), or `default` when the configuration does not set it yet."""
-    return copy.deepcopy(list(section[name])) if name in section else list(default)
+def _configured(section: Any, name: str) -> list | None:
+    """A copy of a list trait's configured value; None when `c` does not set it (unset, or only lazily extended)."""
+    value = section[name] if name in section else None
+    return copy.deepcopy(list(value)) if isinstance(value, (list, tuple)) else None
 
 
 def with_access_scope(roles: list[dict[str, Any]], scope: str = ACCESS_SCOPE) -> list[dict[str, Any]]:
@@ -91,29 +98,34 @@ def install_profiles_service(
 ) -> None:
     """Add the profiles service, its (scope-less) role, and access to it for every user, to the hub config `c`.
 
-    - `db_url`: SQLAlchemy URL of the profile store. Default: `profiles.sqlite` in the current directory, which is
-      the hub's data directory when started by `desp-hub up` (resolved now, so the service gets an absolute path).
+    - `db_url`: SQLAlchemy URL of the profile store. Default: `profiles.sqlite` in the hub's working directory,
+      next to `jupyterhub.sqlite` (`<data dir>/hub` under `desp-hub up`); resolved now, as an absolute path.
     - `seed_path`: profiles YAML copied into the store when it is empty. Default: the seed shipped with desp_hub.
     - `port`: where the service listens on 127.0.0.1 (the hub's proxy routes `/services/profiles/` to it).
       Default: a port free right now.
     - `admin_group`: members of this hub group may change profiles, as hub admins may ('' : only hub admins).
 
-    Existing services and roles are kept; calling it twice leaves one service.
+    Existing services and roles are kept; called twice on a main configuration, it leaves one service.
     """
     db_url = db_url or f"sqlite:///{os.path.join(os.getcwd(), 'profiles.sqlite')}"
     seed_path = seed_path or os.path.join(os.path.dirname(os.path.dirname(__file__)), "profiles.yaml")
     service = profiles_service(db_url=db_url, seed_path=seed_path, port=port or _free_port(), admin_group=admin_group)
 
-    services = [s for s in _configured(c.JupyterHub, "services", []) if s.get("name") != SERVICE_NAME]
-    c.JupyterHub.services = [*services, service]
+    service_role = {
+        "name": SERVICE_ROLE,
+        "description": "The profiles service: identifies callers with their own tokens, needs no hub API scope",
+        "scopes": [],
+        "services": [SERVICE_NAME],
+    }
+    services = _configured(c.JupyterHub, "services")
+    if services is None:
+        c.JupyterHub.services.append(service)  # lazy: extends whatever an earlier file configured
+    else:
+        c.JupyterHub.services = [*(s for s in services if s.get("name") != SERVICE_NAME), service]
 
-    roles = [r for r in _configured(c.JupyterHub, "load_roles", []) if r.get("name") != SERVICE_ROLE]
-    roles.append(
-        {
-            "name": SERVICE_ROLE,
-            "description": "The profiles service: identifies callers with their own tokens, needs no hub API scope",
-            "scopes": [],
-            "services": [SERVICE_NAME],
-        }
-    )
-    c.JupyterHub.load_roles = with_access_scope(roles)
+    roles = _configured(c.JupyterHub, "load_roles")
+    if roles is None:
+        c.JupyterHub.load_roles.extend([*with_access_scope([]), service_role])
+    else:
+        roles = [r for r in roles if r.get("name") != SERVICE_ROLE]
+        c.JupyterHub.load_roles = with_access_scope([*roles, service_role])
