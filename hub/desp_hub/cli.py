@@ -18,7 +18,7 @@ import urllib.error
 import urllib.request
 from importlib import resources
 
-from .launcher_config import LaunchOptions, hub_arguments, masked_config
+from .launcher_config import LaunchOptions, hub_arguments, hub_environment, masked_config
 
 REALM_FILE = str(resources.files("desp_sandbox") / "realm" / "desp-realm.json")
 HUB_CONFIG_FILE = str(resources.files("desp_hub") / "jupyterhub_config.py")
@@ -212,6 +212,7 @@ def up(options: LaunchOptions, realm_file=REALM_FILE):
             raise SystemExit("desp-hub: with --iam-url, put the hub client's secret in OAUTH_CLIENT_SECRET")
         if options.extra_config:
             hub_env["DESP_HUB_EXTRA_CONFIG"] = options.extra_config
+        hub_env.update(hub_environment(options))
         hub = stack.start(
             "hub",
             [sys.executable, "-m", "jupyterhub", "-f", HUB_CONFIG_FILE, *hub_arguments(options)],
@@ -262,6 +263,7 @@ def main(argv=None):
     if args.command == "config":
         if options.extra_config:
             os.environ["DESP_HUB_EXTRA_CONFIG"] = options.extra_config
+        os.environ.update(hub_environment(options))
         print(masked_config(HUB_CONFIG_FILE, options, os.environ))
         return 0
     return up(options, os.path.abspath(args.realm_file))

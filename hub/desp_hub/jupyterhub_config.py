@@ -10,6 +10,7 @@ import os
 import sys
 
 from desp_hub.authenticator import DespKeycloakAuthenticator
+from desp_hub.services.install import install_profiles_service
 from desp_hub.spawner import DespLocalSpawner
 
 c = get_config()  # noqa: F821 (provided by JupyterHub when it loads this file)
@@ -56,6 +57,15 @@ c.DespLocalSpawner.home_dir_template = os.path.join(os.getcwd(), "users", "{user
 if os.geteuid() == 0:
     # DespLocalSpawner runs servers under the hub's own account; as root the server must be told it may.
     c.DespLocalSpawner.args = ["--allow-root"]
+
+# Profiles live in a store that admins edit through the profiles service (/services/profiles/); the spawner
+# reads it at every spawn. The YAML seed fills an empty store. For PostgreSQL give the password in PGPASSWORD,
+# not in the URL.
+profiles_seed = os.environ.get("DESP_PROFILES_SEED") or os.path.join(os.path.dirname(__file__), "profiles.yaml")
+profiles_url = os.environ.get("DESP_PROFILES_DB_URL") or f"sqlite:///{os.path.join(os.getcwd(), 'profiles.sqlite')}"
+c.DespProfilesMixin.profiles_path = profiles_seed
+c.DespProfilesMixin.profiles_url = profiles_url
+install_profiles_service(c, db_url=profiles_url, seed_path=profiles_seed)
 
 extra_config = os.environ.get("DESP_HUB_EXTRA_CONFIG")
 if extra_config:

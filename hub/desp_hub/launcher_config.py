@@ -43,22 +43,30 @@ def hub_arguments(options: LaunchOptions) -> list[str]:
         f"--DespKeycloakAuthenticator.oauth_callback_url={options.public_url}/hub/oauth_callback",
         f"--{spawner}.allow_gpu_profiles_without_gpu={options.allow_gpu_profiles_without_gpu}",
     ]
-    if options.profiles_path:
-        arguments.append(f"--{spawner}.profiles_path={options.profiles_path}")
     return arguments
 
 
+def hub_environment(options: LaunchOptions) -> dict[str, str]:
+    """Settings jupyterhub_config.py reads from the environment (they feed both the spawner and a service)."""
+    return {"DESP_PROFILES_SEED": options.profiles_path} if options.profiles_path else {}
+
+
+URL_PASSWORD = re.compile(r"(://[^/:@]*:)[^@/]*@")
+
+
 def mask(name: str, value):
-    """`***` for a non-empty value whose name says it is a secret."""
+    """`***` for a non-empty value whose name says it is a secret, and for passwords inside URLs."""
     if value and SECRET_NAME.search(name):
         return "***"
+    if isinstance(value, str):
+        return URL_PASSWORD.sub(r"\1***@", value)
     return value
 
 
 def masked_config(config_file: str, options: LaunchOptions, environ) -> str:
     """The effective configuration (file + command line + derived endpoints), secrets masked."""
     from jupyterhub.app import JupyterHub
-    from traitlets.config.loader import DeferredConfig
+    from traitlets.config.loader import DeferredConfig, LazyConfigValue
 
     from .authenticator import DespKeycloakAuthenticator
     from .spawner import DespLocalSpawner, DespSystemUserSpawner
@@ -75,6 +83,8 @@ def masked_config(config_file: str, options: LaunchOptions, environ) -> str:
             value = app.config[section][name]
             if isinstance(value, DeferredConfig) and section in classes:
                 value = value.get_value(classes[section].class_traits()[name])
+            if isinstance(value, LazyConfigValue) and section in classes:
+                value = value.get_value(classes[section].class_traits()[name].default())
             lines.append(f"c.{section}.{name} = {mask(name, value)!r}")
     authenticator = DespKeycloakAuthenticator(config=app.config, use_discovery=False)
     lines.append("# derived from iam_url and realm")

@@ -10,6 +10,8 @@ Two spawners share the profile logic:
 On Kubernetes the same profiles become KubeSpawner profiles (`desp_hub.kube`).
 """
 
+import asyncio
+import functools
 import html
 import os
 import pwd
@@ -24,6 +26,7 @@ from tornado import web
 from traitlets import Bool, Unicode, default
 from traitlets.config import LoggingConfigurable
 
+from .profile_store import ProfileStore
 from .profiles import (
     NotEntitled,
     entitled_profiles,
@@ -34,6 +37,15 @@ from .profiles import (
 )
 
 
+@functools.cache
+def _ready_store(url, seed_path):
+    """The store at `url`, migrated and seeded (if empty) once per hub process."""
+    store = ProfileStore(url)
+    store.upgrade()
+    store.seed_if_empty(seed_path)
+    return store
+
+
 def host_has_gpu() -> bool:
     """True when an NVIDIA device node is present on this host."""
     return os.path.exists("/dev/nvidia0")
@@ -42,11 +54,20 @@ def host_has_gpu() -> bool:
 class DespProfilesMixin(LoggingConfigurable):
     """Profile form, entitlement re-check at spawn, and local application of a profile's resources."""
 
+    profiles_url = Unicode(
+        config=True,
+        help="""
+        SQLAlchemy URL of the profile store (`desp_hub.profile_store`) that admins edit live through the profiles
+        service. It is read at every spawn, so a changed profile applies at the next server start, with no hub
+        restart. When empty, profiles come from the YAML file `profiles_path` alone.
+        """,
+    )
+
     profiles_path = Unicode(
         config=True,
         help="""
-        YAML file with the profiles (Standard, Power, AI, ...). It is read at every spawn, so an edited
-        file applies at the next server start. Defaults to the seed shipped with desp_hub.
+        YAML file with the profiles (Standard, Power, AI, ...). With `profiles_url` it only seeds an empty store;
+        without, it is the profiles, read at every spawn. Defaults to the seed shipped with desp_hub.
         """,
     )
 
@@ -58,14 +79,17 @@ class DespProfilesMixin(LoggingConfigurable):
         False,
         config=True,
         help="""
-        Development override: start profiles that ask for GPUs on a host without one (the server
-        simply gets no GPU). Without it such a spawn is refused with a clear message.
+        Development override: start profiles that ask for GPUs on a host without one (the server simply gets no
+        GPU). Without it such a spawn is refused with a clear message.
         """,
     )
 
-    def load_profiles(self):
-        """All configured profiles, read now."""
-        return load_profiles(self.profiles_path)
+    async def load_profiles(self):
+        """All configured profiles, read now (from the store in a worker thread: it blocks on the database)."""
+        if not self.profiles_url:
+            return load_profiles(self.profiles_path)
+        store = await asyncio.to_thread(_ready_store, self.profiles_url, self.profiles_path)
+        return await asyncio.to_thread(store.profiles)
 
     async def user_groups_and_roles(self):
         """The spawning user's groups and realm roles, as recorded at the last login or refresh."""
@@ -74,7 +98,7 @@ class DespProfilesMixin(LoggingConfigurable):
 
     async def _options_form_for_user(self, spawner):
         groups, roles = await self.user_groups_and_roles()
-        profiles = entitled_profiles(self.load_profiles(), groups, roles)
+        profiles = entitled_profiles(await self.load_profiles(), groups, roles)
         if not profiles:
             return (
                 '<p class="alert alert-warning">No profile is available to your account. '
@@ -100,7 +124,7 @@ class DespProfilesMixin(LoggingConfigurable):
     async def apply_profile(self, user_options):
         """Re-check entitlement on the server side and apply the chosen profile (403 if not allowed)."""
         groups, roles = await self.user_groups_and_roles()
-        profiles = self.load_profiles()
+        profiles = await self.load_profiles()
         slug = (user_options or {}).get("profile")
         try:
             profile = find_entitled(profiles, slug, groups, roles)

@@ -47,3 +47,8 @@ def test_demo_logins_come_from_the_realm_file():
     logins = {name: (password, groups) for name, password, groups in demo_logins()}
     assert logins["researcher"] == ("researcher-demo", "desp-users")
     assert set(logins) >= {"researcher", "poweruser", "aiuser", "admin", "executive"}
+
+
+def test_mask_hides_passwords_in_urls():
+    assert mask("profiles_url", "postgresql+psycopg://desp:hunter2@db:5432/desp") == "postgresql+psycopg://desp:***@db:5432/desp"
+    assert mask("profiles_url", "sqlite:////data/profiles.sqlite") == "sqlite:////data/profiles.sqlite"
