@@ -291,6 +291,18 @@ def test_install_adds_service_role_and_extends_the_user_role():
     ]
 
 
+def test_install_passes_the_postgresql_password_at_start_not_in_the_config(monkeypatch):
+    monkeypatch.setenv("PGPASSWORD", "at-config-time")
+    monkeypatch.delenv("PGSSLMODE", raising=False)
+    c = _config_with_user_role()
+    install.install_profiles_service(c, db_url="postgresql+psycopg://hub@db/hub", port=1)
+    environment = c.JupyterHub.services[-1]["environment"]
+    assert set(environment) == {"PGPASSWORD"}
+    assert "at-config-time" not in repr(c)
+    monkeypatch.setenv("PGPASSWORD", "at-start")
+    assert environment["PGPASSWORD"](None) == "at-start"
+
+
 def test_install_twice_leaves_one_service_and_one_access_scope():
     c = _config_with_user_role()
     install.install_profiles_service(c, port=1)

@@ -33,6 +33,23 @@ SERVICE_ROLE = "profiles-service"
 ACCESS_SCOPE = f"access:services!service={SERVICE_NAME}"
 # JupyterHub's own default for the `user` role, used when the configuration does not define it
 DEFAULT_USER_SCOPES = ["self"]
+# PostgreSQL client settings the service inherits from the hub (a managed service gets only PATH, LANG and a few
+# more): the store's password comes in PGPASSWORD, never in the URL.
+INHERITED_ENV = ("PGPASSWORD", "PGPASSFILE", "PGSERVICE", "PGSERVICEFILE", "PGSSLMODE", "PGSSLROOTCERT")
+
+
+class _FromHubEnvironment:
+    """An `environment` value read from the hub's environment when the service starts (so no secret sits in
+    the configuration object, which `desp-hub config` prints)."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __call__(self, _spawner: Any) -> str:
+        return os.environ.get(self.name, "")
+
+    def __repr__(self) -> str:
+        return f"<from the hub's ${self.name}>"
 
 
 def _free_port() -> int:
@@ -65,9 +82,18 @@ def with_access_scope(roles: list[dict[str, Any]], scope: str = ACCESS_SCOPE) ->
 
 
 def profiles_service(
-    *, db_url: str, seed_path: str, port: int, admin_group: str = "hub-admins", python: str = sys.executable
+    *,
+    db_url: str,
+    seed_path: str,
+    port: int,
+    admin_group: str = "hub-admins",
+    python: str = sys.executable,
+    inherit_env: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """The `c.JupyterHub.services` entry of the profiles service (a managed service on 127.0.0.1:port)."""
+    """The `c.JupyterHub.services` entry of the profiles service (a managed service on 127.0.0.1:port).
+
+    `inherit_env` names hub environment variables the service gets too (read when it starts).
+    """
     return {
         "name": SERVICE_NAME,
         "display": True,
@@ -83,6 +109,7 @@ def profiles_service(
             "--admin-group",
             admin_group,
         ],
+        "environment": {name: _FromHubEnvironment(name) for name in inherit_env},
         # users reach it from the hub's pages: no "authorize this service" page on top of the hub login
         "oauth_no_confirm": True,
     }
@@ -105,11 +132,19 @@ def install_profiles_service(
       Default: a port free right now.
     - `admin_group`: members of this hub group may change profiles, as hub admins may ('' : only hub admins).
 
+    The service inherits the hub's PostgreSQL client variables (`PGPASSWORD`, ...; see INHERITED_ENV) when set.
+
     Existing services and roles are kept; called twice on a main configuration, it leaves one service.
     """
     db_url = db_url or f"sqlite:///{os.path.join(os.getcwd(), 'profiles.sqlite')}"
     seed_path = seed_path or os.path.join(os.path.dirname(os.path.dirname(__file__)), "profiles.yaml")
-    service = profiles_service(db_url=db_url, seed_path=seed_path, port=port or _free_port(), admin_group=admin_group)
+    service = profiles_service(
+        db_url=db_url,
+        seed_path=seed_path,
+        port=port or _free_port(),
+        admin_group=admin_group,
+        inherit_env=tuple(name for name in INHERITED_ENV if name in os.environ),
+    )
 
     service_role = {
         "name": SERVICE_ROLE,
