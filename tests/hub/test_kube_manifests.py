@@ -405,3 +405,23 @@ def test_move_secret_env_is_pure_and_keeps_references():
     assert env[0].value is None and env[0].value_from.secret_key_ref.name == "jupyter-x-env"
     assert env[1].value == "" and env[2] == reference and env[3].value == "x"
     assert moved_pod.spec.init_containers[0].env[0].value_from.secret_key_ref.key == "GIT_TOKEN"
+
+
+async def test_profile_edited_in_the_store_shows_in_the_next_manifest(make_spawner, tmp_path):
+    from desp_hub.profile_store import ProfileStore
+
+    store = ProfileStore(f"sqlite:///{tmp_path / 'profiles.sqlite'}")
+    store.upgrade()
+    store.seed_if_empty(SEED)
+    spawner = make_spawner("researcher", source=store.profiles)
+    _, before = await render(spawner, "standard")
+    assert before["spec"]["containers"][0]["resources"]["limits"]["memory"] == 4 * 2**30
+
+    stored = store.get("standard")
+    edited = dict(stored.profile.to_dict(), mem_limit=6 * 2**30, image="ghcr.io/desp-hub/singleuser:0.2.0")
+    store.update("standard", edited, expected_version=stored.version, actor="admin")
+
+    _, after = await render(make_spawner("researcher", source=store.profiles), "standard")
+    container = after["spec"]["containers"][0]
+    assert container["resources"]["limits"]["memory"] == 6 * 2**30
+    assert container["image"] == "ghcr.io/desp-hub/singleuser:0.2.0"
