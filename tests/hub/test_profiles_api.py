@@ -11,6 +11,9 @@ import functools
 import json
 import os
 import re
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import jsonschema
@@ -34,7 +37,7 @@ from desp_hub.services.profiles_service import (
     profile_body,
     visible_profiles,
 )
-from tests.support import free_port
+from tests.support import free_port, wait_for_http
 
 SEED = Path(profiles_service.__file__).parent.parent / "profiles.yaml"
 PREFIX = "/services/profiles/"
@@ -99,10 +102,10 @@ def check_against_openapi(method, path, status, content_type, body):
         return
     media = content_type.split(";")[0].strip()
     assert media in response["content"], f"{method} {template} {status}: {media} is not documented"
-    if media == "application/json":
-        schema = response["content"][media]["schema"]
-        schema = {"$ref": "urn:openapi#/" + schema["$ref"][2:]} if "$ref" in schema else _rebase(schema)
-        jsonschema.Draft202012Validator(schema, registry=_registry(document)).validate(json.loads(body))
+    schema = response["content"][media]["schema"]
+    schema = {"$ref": "urn:openapi#/" + schema["$ref"][2:]} if "$ref" in schema else _rebase(schema)
+    value = json.loads(body) if media == "application/json" else yaml.safe_load(body)
+    jsonschema.Draft202012Validator(schema, registry=_registry(document)).validate(value)
 
 
 def _rebase(schema):
@@ -180,7 +183,7 @@ def test_disabled_profiles_are_visible_to_admins_only():
     assert len(visible_profiles(stored, CALLERS["admin-token"])) == 3
 
 
-@pytest.mark.parametrize(("value", "expected"), [(0, 0), (3, 3), ("7", 7), (" 12 ", 12)])
+@pytest.mark.parametrize(("value", "expected"), [(0, 0), (3, 3), (3.0, 3), ("7", 7), (" 12 ", 12)])
 def test_parse_version_accepts_whole_numbers(value, expected):
     assert parse_version(value) == expected
 
@@ -593,4 +596,41 @@ async def test_unknown_paths_and_methods_answer_json(api):
     response = await AsyncHTTPClient().fetch(api.base + "api/profiles", method="PATCH", body="{}", raise_error=False,
                                              headers={"Authorization": "token admin-token"})
     assert response.code == 405 and json.loads(response.body)["message"]
+    assert response.headers["Allow"] == "GET, POST"
 
+
+
+# --- the service process ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_service_process_seeds_the_store_serves_and_stops_on_the_hubs_signals(tmp_path, signum):
+    """As JupyterHub runs it: settings from JUPYTERHUB_* variables; stopped with SIGINT (then SIGTERM), even when
+    started with SIGINT ignored (a background job of a non-interactive shell)."""
+    port = free_port()
+    env = dict(
+        os.environ,
+        JUPYTERHUB_SERVICE_URL=f"http://127.0.0.1:{port}",
+        JUPYTERHUB_SERVICE_PREFIX=PREFIX,
+        JUPYTERHUB_API_URL=f"http://127.0.0.1:{free_port()}/hub/api",
+        JUPYTERHUB_API_TOKEN="service-token",
+        JUPYTERHUB_CLIENT_ID="service-profiles",
+        JUPYTERHUB_SERVICE_NAME="profiles",
+    )
+    db_url = f"sqlite:///{tmp_path}/profiles.sqlite"
+    args = [sys.executable, "-m", "desp_hub.services.profiles_service", "--db-url", db_url, "--seed", str(SEED)]
+    with open(tmp_path / "service.log", "wb") as log:
+        process = subprocess.Popen(
+            args, env=env, stdout=log, stderr=subprocess.STDOUT,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+        )
+        try:
+            wait_for_http(f"http://127.0.0.1:{port}{PREFIX}api/openapi.json", timeout=60, ok_only=True)
+            store = ProfileStore(db_url)
+            assert [p.slug for p in store.profiles()] == ["standard", "power", "ai"]
+            store.close()
+            process.send_signal(signum)
+            assert process.wait(timeout=10) == 0
+        finally:
+            process.kill()
+            process.wait()

@@ -22,6 +22,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 from collections.abc import Iterable, Mapping
 from functools import cache
 from importlib import resources
@@ -101,6 +102,8 @@ def parse_version(value: Any) -> int:
     """A profile version sent by a client (JSON number or query string); raises ApiError(400) naming `version`."""
     if isinstance(value, str) and value.strip().isdecimal() and value.strip().isascii():
         value = int(value.strip())
+    elif isinstance(value, float) and value.is_integer():
+        value = int(value)  # JSON Schema's "integer" includes 3.0
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= VERSION_MAX:
         raise ApiError(400, f"version must be the whole number the profile was read at, got {value!r}", field="version")
     return value
@@ -230,9 +233,19 @@ class JsonErrorsMixin:
         elif status_code >= 500:
             # details are in the log (tornado logs the traceback); the caller gets a short message
             body["message"] = "The profiles service failed to handle this request; see the service log."
+        if status_code == 405:
+            self.set_header("Allow", ", ".join(self.allowed_methods()))
         self.set_header("Content-Type", JSON_TYPE)
         self.clear_header("Content-Disposition")
         self.finish(json.dumps(body))
+
+    def allowed_methods(self) -> list[str]:
+        """The methods this handler implements (for the Allow header of a 405)."""
+        return [
+            method
+            for method in ("GET", "POST", "PUT", "DELETE")
+            if getattr(type(self), method.lower()) is not getattr(web.RequestHandler, method.lower())
+        ]
 
 
 class NotFoundHandler(JsonErrorsMixin, web.RequestHandler):
@@ -495,9 +508,17 @@ def main(argv: list[str] | None = None) -> None:
     app = make_app(store, service_prefix=prefix, admin_group=args.admin_group or None)
 
     async def serve():
-        app.listen(url.port or 80, url.hostname or "127.0.0.1", xheaders=True, max_body_size=MAX_BODY_BYTES)
+        server = app.listen(url.port or 80, url.hostname or "127.0.0.1", xheaders=True, max_body_size=MAX_BODY_BYTES)
         log.info("Profiles service listening on %s, proxied at %s", url.geturl(), prefix)
-        await asyncio.Event().wait()
+        # JupyterHub stops a managed service with SIGINT, then SIGTERM. Handle both explicitly: a process started
+        # from a non-interactive shell's background job inherits an ignored SIGINT.
+        stop = asyncio.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().add_signal_handler(signum, stop.set)
+        await stop.wait()
+        log.info("Profiles service stopping")
+        server.stop()
+        store.close()
 
     asyncio.run(serve())
 
