@@ -558,6 +558,7 @@ async def test_export_then_import_round_trips(api):
         ("DELETE", "api/profiles/Bad%20Slug?version=1", None, 404, "slug"),
         ("GET", "api/audit?limit=0", None, 400, "limit"),
         ("GET", "api/audit?slug=Not%20A%20Slug", None, 400, "slug"),
+        ("GET", "api/audit?slug=", None, 400, "slug"),
     ],
 )
 async def test_bad_requests_are_4xx_naming_the_field(api, method, path, body, status, field):

@@ -437,7 +437,7 @@ class AuditHandler(BaseHandler):
     async def get(self):
         self.require_admin()
         limit = parse_limit(self.get_query_argument("limit", None))
-        slug = self.get_query_argument("slug", None) or None
+        slug = self.get_query_argument("slug", None)
         if slug is not None and not SLUG_PATTERN.match(slug):
             raise ApiError(400, f"{slug!r} is not a profile slug", field="slug")
         entries = await call_store(self.store.audit, limit=limit, slug=slug)
