@@ -9,6 +9,7 @@ with the real hub, the IdP and the managed service is tested in tests/e2e/test_p
 import asyncio
 import functools
 import json
+import logging
 import os
 import re
 import signal
@@ -635,3 +636,12 @@ def test_service_process_seeds_the_store_serves_and_stops_on_the_hubs_signals(tm
         finally:
             process.kill()
             process.wait()
+
+
+async def test_logs_carry_no_query_strings(api, caplog):
+    caplog.set_level(logging.DEBUG, logger="desp_hub.services.profiles")
+    await api("GET", "api/audit?limit=5&token=not-logged", token="admin-token")
+    await api("DELETE", "api/profiles/standard?version=x&token=not-logged", token="admin-token")
+    lines = [record.getMessage() for record in caplog.records if record.name == "desp_hub.services.profiles"]
+    assert any("GET /services/profiles/api/audit" in line for line in lines)
+    assert not [line for line in lines if "not-logged" in line or "?" in line]

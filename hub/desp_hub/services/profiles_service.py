@@ -220,8 +220,25 @@ def openapi_json() -> str:
 # --- handlers -----------------------------------------------------------------------------------------------------
 
 
+def log_request(handler: web.RequestHandler) -> None:
+    """Access log line without the query string (it may carry a token: `?token=` is accepted from websockets)."""
+    status = handler.get_status()
+    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+    request = handler.request
+    log.log(level, "%d %s %s (%s) %.2fms", status, request.method, request.path, request.remote_ip,
+            1000 * request.request_time())
+
+
 class JsonErrorsMixin:
     """Every error, including tornado's own (404, 405), answered as JSON `{"message", "field"}`."""
+
+    def log_exception(self, typ, value, tb) -> None:
+        if isinstance(value, web.HTTPError):
+            # expected refusals: one line, no query string (the access log has the status too)
+            log.debug("%d %s %s: %s", value.status_code, self.request.method, self.request.path,
+                      getattr(value, "message", value.log_message))
+        else:
+            log.error("Uncaught exception in %s %s", self.request.method, self.request.path, exc_info=(typ, value, tb))
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         error = kwargs.get("exc_info", (None, None, None))[1]
@@ -473,6 +490,7 @@ def make_app(
     return web.Application(
         handlers,
         default_handler_class=NotFoundHandler,
+        log_function=log_request,
         hub_auth=hub_auth,
         service_prefix=service_prefix,
         # signs the OAuth state and token cookies; a restart logs browsers in again silently
