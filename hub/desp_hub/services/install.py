@@ -72,7 +72,11 @@ def with_access_scope(roles: list[dict[str, Any]], scope: str = ACCESS_SCOPE) ->
     roles = copy.deepcopy(roles)
     user_role = next((role for role in roles if role.get("name") == "user"), None)
     if user_role is None:
-        user_role = {"name": "user", "description": "Default permissions of every user", "scopes": list(DEFAULT_USER_SCOPES)}
+        user_role = {
+            "name": "user",
+            "description": "Default permissions of every user",
+            "scopes": list(DEFAULT_USER_SCOPES),
+        }
         roles.append(user_role)
     scopes = list(user_role.get("scopes") or DEFAULT_USER_SCOPES)
     if scope not in scopes:
@@ -164,3 +168,52 @@ def install_profiles_service(
     else:
         roles = [r for r in roles if r.get("name") != SERVICE_ROLE]
         c.JupyterHub.load_roles = with_access_scope([*roles, service_role])
+
+
+CULLER_NAME = "culler"
+CULLER_ROLE = "culler-service"
+# Least privilege for the culler: list the users (`list:users`), read their server models (`read:servers`: each
+# server's user_options, started and last_activity, nothing of its state or the user's tokens) and stop servers
+# (`delete:servers`). It needs no user-level activity (`read:users:activity`: the server model has its own
+# last_activity), no admin and no access to the servers themselves.
+CULLER_SCOPES = ["list:users", "read:servers", "delete:servers"]
+
+
+def install_culler_service(c: Any, *, db_url: str, interval: int = 60, fallback_idle_timeout: int = 3600) -> None:
+    """Add the `culler` service (`desp_hub.services.culler`) and its least-privilege role to the hub config `c`.
+
+    Every `interval` seconds it stops servers idle longer than their profile's `idle_timeout` (servers whose
+    profile is gone: `fallback_idle_timeout`) or running longer than its `max_runtime`, and records each cull in
+    the profile store at `db_url`. A managed service without a URL: the hub starts it, users never reach it.
+    It inherits the hub's PostgreSQL client variables (`PGPASSWORD`, ...) when set, as the profiles service does.
+
+    Existing services and roles are kept; called twice on a main configuration, it leaves one service.
+    """
+    service = {
+        "name": CULLER_NAME,
+        "command": [
+            sys.executable,
+            "-m",
+            "desp_hub.services.culler",
+            f"--db-url={db_url}",
+            f"--interval={int(interval)}",
+            f"--fallback-idle-timeout={int(fallback_idle_timeout)}",
+        ],
+        "environment": {name: _FromHubEnvironment(name) for name in INHERITED_ENV if name in os.environ},
+    }
+    role = {
+        "name": CULLER_ROLE,
+        "description": "The culler: lists users' servers and stops those past their profile's limits",
+        "scopes": list(CULLER_SCOPES),
+        "services": [CULLER_NAME],
+    }
+    services = _configured(c.JupyterHub, "services")
+    if services is None:
+        c.JupyterHub.services.append(service)  # lazy: extends whatever an earlier file configured
+    else:
+        c.JupyterHub.services = [*(s for s in services if s.get("name") != CULLER_NAME), service]
+    roles = _configured(c.JupyterHub, "load_roles")
+    if roles is None:
+        c.JupyterHub.load_roles.append(role)
+    else:
+        c.JupyterHub.load_roles = [*(r for r in roles if r.get("name") != CULLER_ROLE), role]
