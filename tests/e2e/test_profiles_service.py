@@ -142,7 +142,8 @@ def test_users_hold_access_to_the_service_and_keep_their_other_scopes(hub):
     session.login()
     scopes = set(session.api("GET", "/user").json()["scopes"])
     assert "access:services!service=profiles" in scopes
-    assert "admin:auth_state!user=researcher" in scopes, " ".join(sorted(scopes))  # the user role of jupyterhub_config.py was extended, not replaced
+    # the user role of jupyterhub_config.py was extended, not replaced
+    assert "admin:auth_state!user=researcher" in scopes, " ".join(sorted(scopes))
 
 
 def test_admin_creates_edits_disables_enables_and_deletes(hub, admin, researcher):

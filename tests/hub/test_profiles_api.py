@@ -121,7 +121,8 @@ def test_openapi_document_is_a_valid_openapi_3_1_document():
     # every schema is a valid JSON Schema 2020-12 schema and every reference resolves
     for name, schema in document["components"]["schemas"].items():
         jsonschema.Draft202012Validator.check_schema(schema)
-        jsonschema.Draft202012Validator({"$ref": f"urn:openapi#/components/schemas/{name}"}, registry=registry).is_valid({})
+        reference = {"$ref": f"urn:openapi#/components/schemas/{name}"}
+        jsonschema.Draft202012Validator(reference, registry=registry).is_valid({})
     refs = re.findall(r'"\$ref": "#/([^"]+)"', json.dumps(document))
     for ref in refs:
         node = document
@@ -574,7 +575,9 @@ async def test_bad_requests_are_4xx_naming_the_field(api, method, path, body, st
     ids=["truncated", "not-utf8", "unterminated", "nan", "deep", "empty"],
 )
 async def test_malformed_json_is_400_never_500(api, raw):
-    for method, path in [("POST", "api/profiles"), ("PUT", "api/profiles/standard"), ("POST", "api/profiles/standard/enable")]:
+    for method, path in [
+        ("POST", "api/profiles"), ("PUT", "api/profiles/standard"), ("POST", "api/profiles/standard/enable")
+    ]:
         status, error = await api(method, path, token="admin-token", raw=raw)
         assert (status, error["field"]) == (400, "body") or (status, error["field"]) == (400, "version"), error
 

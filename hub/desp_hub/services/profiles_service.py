@@ -119,7 +119,9 @@ def parse_limit(value: str | None, default: int = 100) -> int:
     return int(value)
 
 
-def profile_body(body: Any, *, slug: str | None = None, with_version: bool = False) -> tuple[dict[str, Any], int | None]:
+def profile_body(
+    body: Any, *, slug: str | None = None, with_version: bool = False
+) -> tuple[dict[str, Any], int | None]:
     """Check a create (POST) or replace (PUT) body; return (profile fields, version).
 
     With `slug` (PUT), the URL names the profile: the body may omit `slug` but must not name another one. With
@@ -371,7 +373,9 @@ class IndexHandler(BaseHandler):
     @web.authenticated
     def get(self):
         prefix = self.settings["service_prefix"]
-        self.write_json({"api": url_path_join(prefix, "api/profiles"), "openapi": url_path_join(prefix, "api/openapi.yaml")})
+        self.write_json(
+            {"api": url_path_join(prefix, "api/profiles"), "openapi": url_path_join(prefix, "api/openapi.yaml")}
+        )
 
 
 class ProfilesHandler(BaseHandler):
@@ -510,7 +514,9 @@ def open_store(db_url: str, seed_path: str | None) -> ProfileStore:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m desp_hub.services.profiles_service", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m desp_hub.services.profiles_service", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--db-url", required=True, help="SQLAlchemy URL of the profile store")
     parser.add_argument("--seed", default="", help="profiles YAML copied into the store when it is empty")
     parser.add_argument(
