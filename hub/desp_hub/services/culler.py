@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
+import logging
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -111,6 +112,18 @@ class CullerApp(Application):
 
     api_url = Unicode(config=True, help="The hub REST API. Default: $JUPYTERHUB_API_URL, set by the hub.")
     api_token = Unicode(config=True, help="The service's token. Default: $JUPYTERHUB_API_TOKEN, set by the hub.")
+
+    @default("log_level")
+    def _log_level_default(self):
+        return logging.INFO  # one line per cull is the point
+
+    @default("log_format")
+    def _log_format_default(self):
+        return "[%(levelname)1.1s %(asctime)s.%(msecs).03d %(name)s] %(message)s"  # as the hub's own lines
+
+    @default("log_datefmt")
+    def _log_datefmt_default(self):
+        return "%Y-%m-%d %H:%M:%S"
 
     @default("api_url")
     def _api_url_default(self):
