@@ -2,6 +2,7 @@
 activity through the proxy keeps a server alive (but not past its maximum runtime), and each cull is recorded
 with its reason for the spawn page's notice."""
 
+import datetime
 import os
 import threading
 import time
@@ -121,6 +122,12 @@ def test_idle_server_is_stopped_and_the_cull_recorded(hub):
         f"Your last server (Standard) was stopped after {IDLE_TIMEOUT} seconds without activity, "
         "the profile&#x27;s idle limit."
     )
+    # The spawner shows the notice for a cull at or after the stopped server's last_activity minus a minute:
+    # the hub stamps last_activity when the stop completes, and the culler takes `at` just before asking for it.
+    stopped = session.api("GET", "/users/researcher", params={"include_stopped_servers": "1"}).json()
+    stop_stamp = datetime.datetime.fromisoformat(stopped["servers"][""]["last_activity"])
+    assert cull["at"] <= stop_stamp < cull["at"] + datetime.timedelta(minutes=1)
+    assert last_cull(hub.db_url, "researcher", since=stop_stamp - datetime.timedelta(minutes=1), server="") == cull
     with open(os.path.join(hub.data_dir, "logs", "hub.log")) as log:  # the culler logs one line per cull
         assert "Culled researcher/ (profile standard): idle limit of 4 s reached" in log.read()
 

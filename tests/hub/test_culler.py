@@ -66,9 +66,11 @@ def test_decide(model, expected):
     assert decide(model, PROFILES, NOW, FALLBACK) == expected
 
 
-@pytest.fixture
-def url(tmp_path):
-    return f"sqlite:///{tmp_path / 'profiles.sqlite'}"
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'profiles.sqlite'}"
+    return request.getfixturevalue("postgres_server").create_database()
 
 
 def test_migration_0003_builds_the_culls_table(url):

@@ -187,7 +187,8 @@ def install_culler_service(c: Any, *, db_url: str, interval: int = 60, fallback_
     the profile store at `db_url`. A managed service without a URL: the hub starts it, users never reach it.
     It inherits the hub's PostgreSQL client variables (`PGPASSWORD`, ...) when set, as the profiles service does.
 
-    Existing services and roles are kept; called twice on a main configuration, it leaves one service.
+    Existing services and roles are kept. Where `c` sets `services` and `load_roles` outright, calling it again
+    replaces the culler; where they are only extended (as from a subconfig), call it once.
     """
     service = {
         "name": CULLER_NAME,
