@@ -367,17 +367,6 @@ class OAuthCallbackHandler(HubOAuthCallbackHandler):
         return self.settings["hub_auth"]
 
 
-class IndexHandler(BaseHandler):
-    """`/services/profiles/`: logs a browser in through the hub (OAuth) and points to the API."""
-
-    @web.authenticated
-    def get(self):
-        prefix = self.settings["service_prefix"]
-        self.write_json(
-            {"api": url_path_join(prefix, "api/profiles"), "openapi": url_path_join(prefix, "api/openapi.yaml")}
-        )
-
-
 class ProfilesHandler(BaseHandler):
     async def get(self):
         caller = self.caller
@@ -474,6 +463,9 @@ def make_app(
     cookie_secret: bytes | None = None,
 ) -> web.Application:
     """The service's tornado application; `hub_auth` defaults to HubOAuth configured from JupyterHub's env."""
+    # imported here: the pages build on this module's handlers
+    from desp_hub.services.profiles_pages import page_handlers
+
     # identities are cached for a minute: a user who lost admin rights loses them here within that time
     hub_auth = hub_auth or HubOAuth(cache_max_age=60)
     args = {"store": store, "admin_group": admin_group}
@@ -489,7 +481,7 @@ def make_app(
         (route("api/profiles/([^/]+)/(enable|disable)"), EnableHandler, args),
         (route("api/audit"), AuditHandler, args),
         (route("oauth_callback"), OAuthCallbackHandler),
-        (service_prefix.rstrip("/") + "/?", IndexHandler, args),
+        *page_handlers(route, args),  # the admin web pages, `/services/profiles/` included
     ]
     return web.Application(
         handlers,
