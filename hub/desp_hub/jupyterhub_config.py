@@ -10,7 +10,7 @@ import os
 import sys
 
 from desp_hub.authenticator import DespKeycloakAuthenticator
-from desp_hub.services.install import install_profiles_service
+from desp_hub.services.install import install_culler_service, install_profiles_service
 from desp_hub.spawner import DespLocalSpawner
 
 c = get_config()  # noqa: F821 (provided by JupyterHub when it loads this file)
@@ -66,6 +66,10 @@ profiles_url = os.environ.get("DESP_PROFILES_DB_URL") or f"sqlite:///{os.path.jo
 c.DespProfilesMixin.profiles_path = profiles_seed
 c.DespProfilesMixin.profiles_url = profiles_url
 install_profiles_service(c, db_url=profiles_url, seed_path=profiles_seed)
+# Stops servers past their profile's idle_timeout / max_runtime and records why (desp_hub.services.culler);
+# the spawn page then tells the user.
+# DESP_CULLER_INTERVAL (seconds between passes, default 60) is for tests and demos with tiny limits.
+install_culler_service(c, db_url=profiles_url, interval=int(os.environ.get("DESP_CULLER_INTERVAL") or 60))
 
 extra_config = os.environ.get("DESP_HUB_EXTRA_CONFIG")
 if extra_config:

@@ -11,6 +11,7 @@ On Kubernetes the same profiles become KubeSpawner profiles (`desp_hub.kube`).
 """
 
 import asyncio
+import datetime
 import functools
 import html
 import os
@@ -22,10 +23,12 @@ import subprocess
 import sys
 
 from jupyterhub.spawner import LocalProcessSpawner, SimpleLocalProcessSpawner
+from sqlalchemy.exc import SQLAlchemyError
 from tornado import web
 from traitlets import Bool, Unicode, default
 from traitlets.config import LoggingConfigurable
 
+from .culls import cull_notice, last_cull
 from .profile_store import ProfileStore
 from .profiles import (
     NotEntitled,
@@ -104,7 +107,24 @@ class DespProfilesMixin(LoggingConfigurable):
                 '<p class="alert alert-warning">No profile is available to your account. '
                 "Ask your DESP administrator for access.</p>"
             )
-        return render_profile_form(profiles)
+        return await self._cull_notice_html() + render_profile_form(profiles)
+
+    async def _cull_notice_html(self):
+        """Why the last server stopped, when the culler stopped it and it has not been started since.
+
+        The hub sets the spawner's last_activity when a stop completes; the culler records the cull just before
+        it asks for the stop, so a cull up to a minute before that moment is this stop's reason.
+        """
+        stopped_at = self.orm_spawner.last_activity
+        if not self.profiles_url or stopped_at is None:
+            return ""
+        since = stopped_at - datetime.timedelta(minutes=1)
+        try:
+            cull = await asyncio.to_thread(last_cull, self.profiles_url, self.user.name, since, self.name)
+        except SQLAlchemyError as error:
+            self.log.warning("Cannot read the cull record of %s: %s", self.user.name, error)
+            return ""
+        return f'<p class="alert alert-info desp-cull-notice">{cull_notice(cull)}</p>' if cull else ""
 
     @default("options_form")
     def _options_form_default(self):

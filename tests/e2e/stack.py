@@ -26,13 +26,14 @@ class RunningHub:
 
 
 def start_hub(data_dir, port=None, idp_port=None, iam_url=None, client_secret=None, admin_client_secret=None,
-              extra_args=(), extra_config=FAST_REFRESH_CONFIG):
+              extra_args=(), extra_config=FAST_REFRESH_CONFIG, extra_env=None):
     """Run `python -m desp_hub.cli up` and wait until the hub answers. Reuses `data_dir` state if present."""
     os.makedirs(data_dir, exist_ok=True)
     port = port or free_port()
     args = [sys.executable, "-m", "desp_hub.cli", "up", "--port", str(port), "--data-dir", data_dir, *extra_args]
     env = dict(os.environ)
     env.pop("OAUTH_CLIENT_SECRET", None)
+    env.update(extra_env or {})
     if iam_url:
         args += ["--iam-url", iam_url]
         env["OAUTH_CLIENT_SECRET"] = client_secret

@@ -30,13 +30,10 @@ profiles:
 # The hub learns about activity from two sources, both every 300 s by default: the single-user server's own
 # report (JUPYTERHUB_ACTIVITY_INTERVAL) and the hub's poll of the proxy's routes (last_activity_interval).
 # Every second here, so that a server in use never looks idle for IDLE_TIMEOUT seconds.
+# The culler itself is installed by the hub's configuration; it makes a pass every second here.
 CONFIG = """
-import os
-from desp_hub.services.install import install_culler_service
-
 c.JupyterHub.last_activity_interval = 1
 c.Spawner.environment = {"JUPYTERHUB_ACTIVITY_INTERVAL": "1"}
-install_culler_service(c, db_url="sqlite:///" + os.path.join(os.getcwd(), "profiles.sqlite"), interval=1)
 """
 
 
@@ -45,7 +42,8 @@ def hub(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("culler")
     seed = data_dir / "profiles.yaml"
     seed.write_text(SEED)
-    running = start_hub(str(data_dir), extra_args=["--profiles", str(seed)], extra_config=CONFIG)
+    running = start_hub(str(data_dir), extra_args=["--profiles", str(seed)], extra_config=CONFIG,
+                        extra_env={"DESP_CULLER_INTERVAL": "1"})
     running.db_url = f"sqlite:///{data_dir / 'hub' / 'profiles.sqlite'}"
     yield running
     running.stop()
@@ -128,6 +126,8 @@ def test_idle_server_is_stopped_and_the_cull_recorded(hub):
     stop_stamp = datetime.datetime.fromisoformat(stopped["servers"][""]["last_activity"])
     assert cull["at"] <= stop_stamp < cull["at"] + datetime.timedelta(minutes=1)
     assert last_cull(hub.db_url, "researcher", since=stop_stamp - datetime.timedelta(minutes=1), server="") == cull
+    spawn_page = session.http.get(f"{hub.url}/hub/spawn", timeout=30).text  # the user sees why
+    assert "desp-cull-notice" in spawn_page and "without activity" in spawn_page
     with open(os.path.join(hub.data_dir, "logs", "hub.log")) as log:  # the culler logs one line per cull
         assert "Culled researcher/ (profile standard): idle limit of 4 s reached" in log.read()
 
