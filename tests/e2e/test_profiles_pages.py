@@ -212,3 +212,74 @@ def test_create_disable_enable_and_delete_with_confirmation(admin):
     actions = re.findall(r"<td>(create|update|disable|enable|delete)</td>\s*<td><a[^>]*><code>scratch</code>",
                          admin.get("audit?slug=scratch").text.replace("\n      ", ""))
     assert actions == ["delete", "enable", "disable", "create"]
+
+
+# --- the form's parsing and the audit diff, without a hub -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "typed, expected",
+    [
+        pytest.param({"mem_limit": "4G", "cpu_limit": "2", "cpu_guarantee": "0.5"},
+                     {"mem_limit": "4G", "cpu_limit": 2, "cpu_guarantee": 0.5}, id="numbers-and-sizes"),
+        pytest.param({"allowed_groups": " a, b ,,a "}, {"allowed_groups": ["a", "b", "a"]}, id="names"),
+        pytest.param({"node_selector": '{"disk": "ssd"}', "tolerations": "- key: k\n  operator: Exists"},
+                     {"node_selector": {"disk": "ssd"}, "tolerations": [{"key": "k", "operator": "Exists"}]},
+                     id="yaml-and-json"),
+        pytest.param({"gpu_type": "  ", "gpus": ""}, {}, id="empty-optional-left-out"),
+        pytest.param({"enabled": "on"}, {"enabled": True, "default": False}, id="checkboxes"),
+    ],
+)
+def test_parse_form(typed, expected):
+    from desp_hub.services.profiles_pages import parse_form
+
+    data, kept, errors = parse_form(typed.get)
+    assert errors == {}
+    assert {name: data[name] for name in expected} == expected
+    assert "gpu_type" not in data and "gpus" not in data
+    assert {name: kept[name] for name in typed if name not in ("enabled",)} == {
+        name: value for name, value in typed.items() if name != "enabled"}
+
+
+@pytest.mark.parametrize(
+    "typed, field, message",
+    [
+        pytest.param({"cpu_limit": "two"}, "cpu_limit", "expected a number, got 'two'", id="number"),
+        pytest.param({"cpu_limit": "inf"}, "cpu_limit", "expected a finite number", id="infinite"),
+        pytest.param({"gpus": "1.5"}, "gpus", "expected a whole number, got '1.5'", id="integer"),
+        pytest.param({"tolerations": "- [unclosed"}, "tolerations", "not valid YAML or JSON", id="yaml"),
+    ],
+)
+def test_parse_form_errors_name_the_field(typed, field, message):
+    from desp_hub.services.profiles_pages import parse_form
+
+    _, kept, errors = parse_form(typed.get)
+    assert message in errors[field] and kept[field] == typed[field]
+
+
+def test_values_round_trip_through_the_form_and_the_audit_diff_lists_changed_fields():
+    from desp_hub.profiles import Profile
+    from desp_hub.services.profiles_pages import audit_changes, field_of, form_values, parse_form
+
+    profile = Profile.from_dict({
+        "slug": "ai", "display_name": "AI", "image": "i", "cpu_guarantee": 4, "cpu_limit": 8.5,
+        "mem_guarantee": "24G", "mem_limit": 48 * 2**30 + 1, "gpus": 1, "gpu_type": "a6000",
+        "node_selector": {"nvidia.com/gpu.product": "A6000"},
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        "allowed_groups": ["ai-users"], "allowed_roles": ["hub-admin"], "max_runtime": 43200,
+    })
+    values = form_values(profile.to_dict())
+    assert values["mem_guarantee"] == "24G" and values["mem_limit"] == str(48 * 2**30 + 1)
+    assert values["cpu_guarantee"] == "4" and values["allowed_roles"] == "hub-admin"
+    submitted = {name: ("on" if value else None) if isinstance(value, bool) else value
+                 for name, value in values.items()}
+    data, _, errors = parse_form(submitted.get)
+    assert errors == {} and Profile.from_dict(data) == profile
+
+    after = {**profile.to_dict(), "mem_limit": 32 * 2**30, "enabled": False}
+    assert audit_changes(profile.to_dict(), after) == [
+        {"field": "mem_limit", "before": str(48 * 2**30 + 1), "after": "32G"},
+        {"field": "enabled", "before": "yes", "after": "no"},
+    ]
+    assert [c["field"] for c in audit_changes(None, {"slug": "x", "gpus": 0})] == ["slug", "gpus"]
+    assert field_of("tolerations[0]") == "tolerations" and field_of("body") is None and field_of(None) is None

@@ -320,7 +320,10 @@ class PageHandler(BaseHandler):
 
     def flash(self, text: str) -> None:
         """A message for the next page (the list), in a short-lived signed cookie."""
-        self.set_signed_cookie(FLASH_COOKIE, text, expires_days=None, path=self.prefix, httponly=True)
+        self.set_signed_cookie(
+            FLASH_COOKIE, text, expires_days=None, path=self.prefix, httponly=True,
+            secure=self.request.protocol == "https",  # the proxy's X-Forwarded-Proto (xheaders)
+        )
 
     def pop_flash(self) -> str | None:
         value = self.get_signed_cookie(FLASH_COOKIE, max_age_days=1)
