@@ -25,7 +25,7 @@ import sqlalchemy as sa
 import yaml
 from sqlalchemy.engine import Connection, Engine
 
-from .profiles import Profile, ProfileError, load_profiles, validate_profiles
+from .profiles import Profile, ProfileError, load_profiles, parse_profiles_yaml, validate_profiles
 
 __all__ = [
     "ALEMBIC_VERSION_TABLE",
@@ -165,20 +165,6 @@ class AuditEntry:
             "before": self.before,
             "after": self.after,
         }
-
-
-def parse_profiles_yaml(text: str, *, source: str = "profiles YAML") -> list[Profile]:
-    """Profiles from the text of a profiles YAML document (what `load_profiles` reads from a file), validated."""
-    try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise ProfileError(f"{source}: not valid YAML ({error})") from None
-    if not isinstance(document, Mapping) or set(document) != {"profiles"}:
-        raise ProfileError(f"{source}: expected a mapping with exactly one key, 'profiles'")
-    entries = document["profiles"]
-    if not isinstance(entries, list):
-        raise ProfileError(f"{source}: 'profiles' must be a list")
-    return validate_profiles(Profile.from_dict(entry) for entry in entries)
 
 
 def alembic_config(url_or_connection: str | Connection):

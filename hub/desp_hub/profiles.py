@@ -354,16 +354,24 @@ def validate_profiles(profiles: Iterable[Profile]) -> list[Profile]:
     return ordered
 
 
-def load_profiles(path: str | Path) -> list[Profile]:
-    """Read a profiles YAML file (a top-level `profiles:` list of dicts) and return validated profiles by order."""
-    with open(path, encoding="utf-8") as stream:
-        document = yaml.safe_load(stream)
+def parse_profiles_yaml(text: str, *, source: str = "profiles YAML") -> list[Profile]:
+    """Profiles from the text of a profiles YAML document (a top-level `profiles:` list of dicts), validated."""
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ProfileError(f"{source}: not valid YAML ({error})") from None
     if not isinstance(document, Mapping) or set(document) != {"profiles"}:
-        raise ProfileError(f"{path}: expected a mapping with exactly one key, 'profiles'")
+        raise ProfileError(f"{source}: expected a mapping with exactly one key, 'profiles'")
     entries = document["profiles"]
     if not isinstance(entries, list):
-        raise ProfileError(f"{path}: 'profiles' must be a list")
+        raise ProfileError(f"{source}: 'profiles' must be a list")
     return validate_profiles(Profile.from_dict(entry) for entry in entries)
+
+
+def load_profiles(path: str | Path) -> list[Profile]:
+    """Read a profiles YAML file and return validated profiles by order."""
+    with open(path, encoding="utf-8") as stream:
+        return parse_profiles_yaml(stream.read(), source=str(path))
 
 
 def realm_roles(auth_state: Mapping[str, Any] | None) -> list[str]:
