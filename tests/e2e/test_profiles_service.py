@@ -7,34 +7,16 @@ cookie, set by visiting `/services/profiles/`) is exercised too.
 
 import os
 import threading
-from pathlib import Path
 
 import pytest
 import requests
 import yaml
 
-import desp_hub
 from tests.e2e.hubclient import HubSession
 from tests.e2e.stack import FAST_REFRESH_CONFIG, start_hub
 from tests.support import wait_for_http
 
 pytestmark = pytest.mark.timeout(600)
-
-MAIN_CONFIG = Path(desp_hub.__file__).with_name("jupyterhub_config.py")
-
-# Until jupyterhub_config.py installs the service itself, the test's extra configuration does. That file is loaded
-# with load_subconfig, so with a fresh `c`: it restates the main file's `user` role for the install to extend.
-INSTALL = (
-    'c.JupyterHub.load_roles = [{"name": "user", "scopes": ["self", "admin:auth_state!user"]}]\n'
-    "from desp_hub.services.install import install_profiles_service\n"
-    "install_profiles_service(c)\n"
-)
-
-
-def extra_config():
-    if "install_profiles_service(" in MAIN_CONFIG.read_text():
-        return FAST_REFRESH_CONFIG
-    return FAST_REFRESH_CONFIG + INSTALL
 
 NEW_PROFILE = {
     "slug": "small",
@@ -63,7 +45,7 @@ WRITES = [
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
     data_dir = str(tmp_path_factory.mktemp("hub-profiles"))
-    running = start_hub(data_dir, extra_config=extra_config())
+    running = start_hub(data_dir, extra_config=FAST_REFRESH_CONFIG)
     try:
         # the hub starts the managed service; wait until it answers through the proxy
         wait_for_http(f"{running.url}/services/profiles/api/openapi.json", timeout=60, ok_only=True)

@@ -96,7 +96,7 @@ def test_pkce_s256_is_required(keycloak):
         response = requests.get(discovery["authorization_endpoint"], params={**plain, **extra},
                                 allow_redirects=False, timeout=30)
         assert redirect_params(response)["error"] == "invalid_request"
-    session, verifier, challenge = browser_session(), *pkce_pair()
+    session, (_verifier, challenge) = browser_session(), pkce_pair()
     response = login_with_form(session, authorization_url(discovery, keycloak.hub_client_id, keycloak.redirect_uri,
                                                           challenge), "researcher", password("researcher"))
     wrong = token_request(keycloak, grant_type="authorization_code", code=redirect_params(response)["code"],

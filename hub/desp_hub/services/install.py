@@ -64,6 +64,15 @@ def _configured(section: Any, name: str) -> list | None:
     return copy.deepcopy(list(value)) if isinstance(value, (list, tuple)) else None
 
 
+def _put_service(c: Any, service: dict[str, Any]) -> None:
+    """Add `service` to c.JupyterHub.services, replacing a configured one of the same name."""
+    services = _configured(c.JupyterHub, "services")
+    if services is None:
+        c.JupyterHub.services.append(service)  # lazy: extends whatever an earlier file configured
+    else:
+        c.JupyterHub.services = [*(s for s in services if s.get("name") != service["name"]), service]
+
+
 def with_access_scope(roles: list[dict[str, Any]], scope: str = ACCESS_SCOPE) -> list[dict[str, Any]]:
     """A copy of `roles` (c.JupyterHub.load_roles) in which the `user` role also holds `scope`.
 
@@ -156,12 +165,7 @@ def install_profiles_service(
         "scopes": [],
         "services": [SERVICE_NAME],
     }
-    services = _configured(c.JupyterHub, "services")
-    if services is None:
-        c.JupyterHub.services.append(service)  # lazy: extends whatever an earlier file configured
-    else:
-        c.JupyterHub.services = [*(s for s in services if s.get("name") != SERVICE_NAME), service]
-
+    _put_service(c, service)
     roles = _configured(c.JupyterHub, "load_roles")
     if roles is None:
         c.JupyterHub.load_roles.extend([*with_access_scope([]), service_role])
@@ -208,11 +212,7 @@ def install_culler_service(c: Any, *, db_url: str, interval: int = 60, fallback_
         "scopes": list(CULLER_SCOPES),
         "services": [CULLER_NAME],
     }
-    services = _configured(c.JupyterHub, "services")
-    if services is None:
-        c.JupyterHub.services.append(service)  # lazy: extends whatever an earlier file configured
-    else:
-        c.JupyterHub.services = [*(s for s in services if s.get("name") != CULLER_NAME), service]
+    _put_service(c, service)
     roles = _configured(c.JupyterHub, "load_roles")
     if roles is None:
         c.JupyterHub.load_roles.append(role)

@@ -31,7 +31,7 @@ from jupyterhub.utils import url_path_join
 from markupsafe import Markup
 from tornado import httputil, web
 
-from desp_hub.profiles import Profile, ProfileError
+from desp_hub.profiles import Profile
 from desp_hub.services.profiles_service import (
     ApiError,
     BaseHandler,
