@@ -6,12 +6,14 @@ still allowed on every refresh, which the stock class does not do: a user remove
 platform group loses access at the next refresh instead of keeping it until the cookie expires.
 """
 
+import asyncio
 import json
 import urllib.error
 import urllib.request
 from functools import reduce
 from urllib.parse import urlencode, urlparse
 
+import jwt
 from jupyterhub.utils import url_path_join
 from oauthenticator.generic import GenericOAuthenticator
 from oauthenticator.oauth2 import OAuthLogoutHandler
@@ -195,8 +197,6 @@ class DespKeycloakAuthenticator(GenericOAuthenticator):
 
     def _roles_from_access_token(self, access_token):
         """Realm roles from the access token, verified against the realm's signing keys."""
-        import jwt
-
         try:
             signing_key = jwt.PyJWKClient(self.jwks_uri, timeout=int(self.discovery_timeout)).get_signing_key_from_jwt(
                 access_token
@@ -229,8 +229,6 @@ class DespKeycloakAuthenticator(GenericOAuthenticator):
         return auth_model
 
     async def _async_roles_from_access_token(self, access_token):
-        import asyncio
-
         return await asyncio.to_thread(self._roles_from_access_token, access_token)
 
     async def check_allowed(self, username, auth_model):
