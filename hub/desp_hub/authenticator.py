@@ -222,6 +222,12 @@ class DespKeycloakAuthenticator(GenericOAuthenticator):
             roles = await self._async_roles_from_access_token(auth_state["access_token"])
         auth_state["roles"] = sorted(set(roles or []))
         auth_state["groups"] = sorted(await self.get_user_groups(auth_state))
+        # Not secret, readable by the user's own tokens and by services acting for them (unlike auth_state):
+        # the name JupyterLab shows, and the realm roles services such as the profiles service decide on.
+        auth_model["user_info"] = {
+            "display_name": user_info.get("name") or auth_model["name"],
+            "roles": auth_state["roles"],
+        }
         if self.admin_roles:
             # admin by role, by admin_users, or (decided after this hook) by admin_groups
             has_admin_role = bool(self.admin_roles & set(auth_state["roles"]))

@@ -78,6 +78,9 @@ def test_wrong_password_stays_on_the_login_form(hub):
 
 def test_login_spawn_run_code_and_stop(hub):
     session = logged_in(hub, "researcher")
+    user_info = session.api("GET", "/user").json()["user_info"]  # published for services, e.g. realm roles
+    assert user_info["display_name"] == "Rita Researcher"
+    assert "desp-user" in user_info["roles"] and "hub-admin" not in user_info["roles"]
     page = session.post_spawn_form("standard")
     assert page.status_code == 200, page.text[:500]
     model = session.wait_ready()

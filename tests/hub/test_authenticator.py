@@ -76,6 +76,7 @@ async def test_allowed_and_admin_truth_table(groups, roles, allowed, admin):
     assert model["auth_state"]["roles"] == sorted(roles)
     assert model["auth_state"]["groups"] == sorted(groups)
     assert bool(model["admin"]) is admin
+    assert model["user_info"] == {"display_name": "someone", "roles": sorted(roles)}  # readable by services
     assert await authenticator.check_allowed("someone", model) is allowed
 
 

@@ -172,8 +172,11 @@ def _seed_dicts():
         (CALLERS["researcher-token"], ["standard"]),
         (CALLERS["poweruser-token"], ["standard", "power"]),
         ({"name": "nobody", "admin": False, "groups": []}, []),
+        # realm roles come from the user_info the DESP authenticator publishes (power and ai admit `hub-admin`)
+        ({"name": "role-holder", "admin": False, "groups": ["desp-users"], "user_info": {"roles": ["hub-admin"]}},
+         ["standard", "power", "ai"]),
     ],
-    ids=["admin", "researcher", "poweruser", "no-groups"],
+    ids=["admin", "researcher", "poweruser", "no-groups", "by-realm-role"],
 )
 def test_visible_profiles(caller, expected):
     assert [p["slug"] for p in visible_profiles(_seed_dicts(), caller)] == expected

@@ -86,15 +86,15 @@ def visible_profiles(
 ) -> list[Mapping[str, Any]]:
     """The stored profiles (dicts) a caller may see: all of them for admins, else the enabled ones they may start.
 
-    Entitlement uses the caller's hub groups. Realm roles are not part of the hub's user model (they live in
-    auth_state, which this service may not read), so a profile opened to a realm role only is listed for holders
-    of that role only when they are admins (the seed's `hub-admin` role makes its holders admins anyway).
+    Entitlement uses the caller's hub groups and the realm roles the DESP authenticator publishes in the user's
+    `user_info` (part of the model every token may read of its owner; no auth_state needed).
     """
     stored = list(stored)
     if is_admin(caller, admin_group):
         return stored
     groups = [g for g in caller.get("groups") or () if isinstance(g, str)]
-    allowed = {p.slug for p in entitled_profiles((profile_of(s) for s in stored), groups, roles=())}
+    roles = [r for r in (caller.get("user_info") or {}).get("roles") or () if isinstance(r, str)]
+    allowed = {p.slug for p in entitled_profiles((profile_of(s) for s in stored), groups, roles)}
     return [s for s in stored if s["slug"] in allowed]
 
 
