@@ -1,16 +1,9 @@
 """What a person sees: the hub's login page, the DESP login form, the profile form, JupyterLab — in Chromium."""
 
-import os
-from pathlib import Path
-
 import pytest
 
+from tests.browser.conftest import shot
 from tests.e2e.stack import start_hub
-
-ARTIFACTS = Path(__file__).parents[2] / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic"]
 
 pytestmark = pytest.mark.browser
 
@@ -23,24 +16,10 @@ def hub(tmp_path_factory):
 
 
 @pytest.fixture
-def page(tmp_path):
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip(f"{CHROMIUM} is not installed (make test installs Debian's chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        context = browser.new_context(viewport={"width": 1280, "height": 800})
-        yield context.new_page()
-        context.close()
-        browser.close()
-
-
-def shot(page, name):
-    ARTIFACTS.mkdir(exist_ok=True)
-    path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path))
-    return path
+def page(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    yield context.new_page()
+    context.close()
 
 
 def test_login_choose_profile_and_land_in_jupyterlab(hub, page):

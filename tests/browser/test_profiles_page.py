@@ -1,10 +1,8 @@
 """What an admin sees on the profiles pages, in Chromium: edit a profile, and a researcher's spawn page shows it."""
 
-import os
-
 import pytest
 
-from tests.browser.test_login_browser import CHROMIUM, CHROMIUM_ARGS, shot
+from tests.browser.conftest import shot
 from tests.e2e.stack import start_hub
 
 pytestmark = pytest.mark.browser
@@ -17,18 +15,6 @@ def hub(tmp_path_factory):
     running = start_hub(str(tmp_path_factory.mktemp("browser-profiles")))
     yield running
     running.stop()
-
-
-@pytest.fixture
-def browser():
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip(f"{CHROMIUM} is not installed (make test installs Debian's chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield browser
-        browser.close()
 
 
 def log_in(browser, hub, username, password):
