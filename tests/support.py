@@ -2,18 +2,12 @@
 
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
 
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from desp_hub.ports import free_port  # noqa: F401  (re-exported for the tests)
 
 
 def wait_for_http(url: str, timeout: float = 60, process: "ManagedProcess | None" = None, ok_only=False) -> None:

@@ -10,7 +10,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import urllib.request
 from importlib import resources
 
 from .launcher_config import LaunchOptions, hub_arguments, hub_environment, masked_config
+from .ports import free_port
 
 REALM_FILE = str(resources.files("desp_sandbox") / "realm" / "desp-realm.json")
 HUB_CONFIG_FILE = str(resources.files("desp_hub") / "jupyterhub_config.py")
@@ -95,17 +95,11 @@ def _internal_ports(data_dir, create):
             return json.load(ports_file)
     if not create:
         return {"hub_api": 0, "proxy_api": 0}
-    ports = {"hub_api": _free_port(), "proxy_api": _free_port()}
+    ports = {"hub_api": free_port(), "proxy_api": free_port()}
     os.makedirs(data_dir, exist_ok=True)
     with open(path, "w") as ports_file:
         json.dump(ports, ports_file)
     return ports
-
-
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _secret(data_dir, name, nbytes=32):

@@ -16,8 +16,8 @@ from tests.e2e.stack import start_hub
 
 pytestmark = pytest.mark.timeout(300)
 
-IDLE_TIMEOUT = 4  # standard: seconds without activity
-MAX_RUNTIME = 6  # power: seconds of running at most, active or not
+IDLE_TIMEOUT = 6  # standard: seconds without activity (room for slow spawns on a loaded machine)
+MAX_RUNTIME = 20  # power: seconds of running at most, active or not (longer than a spawn under load)
 
 SEED = f"""
 profiles:
@@ -129,7 +129,7 @@ def test_idle_server_is_stopped_and_the_cull_recorded(hub):
     spawn_page = session.http.get(f"{hub.url}/hub/spawn", timeout=30).text  # the user sees why
     assert "desp-cull-notice" in spawn_page and "without activity" in spawn_page
     with open(os.path.join(hub.data_dir, "logs", "hub.log")) as log:  # the culler logs one line per cull
-        assert "Culled researcher/ (profile standard): idle limit of 4 s reached" in log.read()
+        assert f"Culled researcher/ (profile standard): idle limit of {IDLE_TIMEOUT} s reached" in log.read()
 
 
 def test_active_server_within_limits_is_left_alone(hub):
@@ -153,4 +153,4 @@ def test_server_past_its_max_runtime_is_stopped_even_while_active(hub):
     assert (cull["profile"], cull["profile_name"], cull["reason"], cull["limit"]) == (
         "power", "Power", "max_runtime", MAX_RUNTIME
     )
-    assert "after running for 6 seconds, the profile&#x27;s maximum runtime" in cull_notice(cull)
+    assert f"after running for {MAX_RUNTIME} seconds, the profile&#x27;s maximum runtime" in cull_notice(cull)

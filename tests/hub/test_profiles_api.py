@@ -23,6 +23,8 @@ import referencing
 import yaml
 from jupyterhub.services.auth import HubOAuth
 from tornado import web
+from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
 from tornado.httpclient import AsyncHTTPClient
 from traitlets.config import Config
 
@@ -391,10 +393,18 @@ class Api:
         return response.code, (json.loads(text) if "json" in response.headers.get("Content-Type", "") else text)
 
 
+def listen_on_free_port(app):
+    """Serve `app` on 127.0.0.1 at a port the kernel picks; returns (server, port)."""
+    sockets = bind_sockets(0, "127.0.0.1")
+    server = HTTPServer(app)
+    server.add_sockets(sockets)
+    return server, sockets[0].getsockname()[1]
+
+
 @pytest.fixture
 async def api(tmp_path):
-    hub_port, service_port = free_port(), free_port()
-    hub_server = web.Application([(r"/hub/api/user", FakeHubUserHandler)]).listen(hub_port, "127.0.0.1")
+    # in-process servers bind port 0 themselves: no window in which another test could take the port
+    hub_server, hub_port = listen_on_free_port(web.Application([(r"/hub/api/user", FakeHubUserHandler)]))
     store = ProfileStore(f"sqlite:///{tmp_path}/profiles.sqlite")
     store.upgrade()
     store.seed_if_empty(SEED)
@@ -408,7 +418,7 @@ async def api(tmp_path):
         cache_max_age=0,
     )
     app = make_app(store, service_prefix=PREFIX, hub_auth=hub_auth)
-    server = app.listen(service_port, "127.0.0.1")
+    server, service_port = listen_on_free_port(app)
     yield Api(f"http://127.0.0.1:{service_port}{PREFIX}")
     server.stop()
     hub_server.stop()

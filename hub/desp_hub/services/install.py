@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import copy
 import os
-import socket
 import sys
 from typing import Any
+
+from ..ports import free_port
 
 SERVICE_NAME = "profiles"
 SERVICE_ROLE = "profiles-service"
@@ -50,12 +51,6 @@ class _FromHubEnvironment:
 
     def __repr__(self) -> str:
         return f"<from the hub's ${self.name}>"
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _configured(section: Any, name: str) -> list | None:
@@ -154,7 +149,7 @@ def install_profiles_service(
     service = profiles_service(
         db_url=db_url,
         seed_path=seed_path,
-        port=port or _free_port(),
+        port=port or free_port(),
         admin_group=admin_group,
         inherit_env=tuple(name for name in INHERITED_ENV if name in os.environ),
     )
