@@ -10,13 +10,12 @@ The functions block on database I/O: from a coroutine, call them in a worker thr
 from __future__ import annotations
 
 import datetime
-import functools
 import html
 from typing import Any
 
 import sqlalchemy as sa
 
-from .profile_store import ProfileStore, metadata
+from .profile_store import metadata, migrated_store
 
 __all__ = ["REASONS", "cull_notice", "format_duration", "last_cull", "record_cull"]
 
@@ -36,14 +35,6 @@ culls_table = sa.Table(
     sa.Column("limit_seconds", sa.Integer, nullable=False),
     sa.Index("ix_server_culls_username_at", "username", "at"),
 )
-
-
-@functools.cache
-def _store(url: str) -> ProfileStore:
-    """One store (engine and connection pool) per URL and process, migrated on first use."""
-    store = ProfileStore(url)
-    store.upgrade()
-    return store
 
 
 def _utc(value: datetime.datetime) -> datetime.datetime:
@@ -78,7 +69,7 @@ def record_cull(
         "reason": reason,
         "limit_seconds": int(limit),
     }
-    with _store(url).engine.begin() as connection:
+    with migrated_store(url).engine.begin() as connection:
         values["id"] = connection.execute(sa.insert(culls_table).values(values)).inserted_primary_key[0]
     return _as_dict(values)
 
@@ -96,7 +87,7 @@ def last_cull(
     if server is not None:
         query = query.where(culls_table.c.server == server)
     query = query.order_by(culls_table.c.at.desc(), culls_table.c.id.desc()).limit(1)
-    with _store(url).engine.connect() as connection:
+    with migrated_store(url).engine.connect() as connection:
         row = connection.execute(query).mappings().first()
     return _as_dict(row) if row is not None else None
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import functools
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ __all__ = [
     "StoredProfile",
     "VersionConflict",
     "alembic_config",
+    "migrated_store",
     "parse_profiles_yaml",
 ]
 
@@ -473,3 +475,11 @@ class ProfileStore:
                 after=after.to_dict() if after is not None else None,
             )
         )
+
+
+@functools.cache
+def migrated_store(url: str) -> ProfileStore:
+    """One store (engine and connection pool) per URL and process, migrated on first use."""
+    store = ProfileStore(url)
+    store.upgrade()
+    return store

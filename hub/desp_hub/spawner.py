@@ -29,7 +29,7 @@ from traitlets import Bool, Unicode, default
 from traitlets.config import LoggingConfigurable
 
 from .culls import cull_notice, last_cull
-from .profile_store import ProfileStore
+from .profile_store import migrated_store
 from .profiles import (
     NotEntitled,
     entitled_profiles,
@@ -42,9 +42,8 @@ from .profiles import (
 
 @functools.cache
 def _ready_store(url, seed_path):
-    """The store at `url`, migrated and seeded (if empty) once per hub process."""
-    store = ProfileStore(url)
-    store.upgrade()
+    """The store at `url`, migrated and seeded (if empty) once per hub process (shared with the cull records)."""
+    store = migrated_store(url)
     store.seed_if_empty(seed_path)
     return store
 

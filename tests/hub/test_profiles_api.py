@@ -432,18 +432,20 @@ async def test_openapi_is_served_without_authentication(api):
     assert status == 200 and document == openapi()
 
 
+# Every operation only admins may call (all writes, the export and the audit log), besides the YAML import.
+ADMIN_ONLY = [
+    ("POST", "api/profiles", NEW_PROFILE),
+    ("PUT", "api/profiles/standard", {**NEW_PROFILE, "slug": "standard", "version": 1}),
+    ("DELETE", "api/profiles/standard?version=1", None),
+    ("POST", "api/profiles/standard/disable", {"version": 1}),
+    ("POST", "api/profiles/standard/enable", {"version": 1}),
+    ("GET", "api/profiles.yaml", None),
+    ("GET", "api/audit", None),
+]
+
+
 async def test_anonymous_gets_401_everywhere(api):
-    for method, path, body in [
-        ("GET", "api/profiles", None),
-        ("POST", "api/profiles", NEW_PROFILE),
-        ("GET", "api/profiles/standard", None),
-        ("PUT", "api/profiles/standard", {**NEW_PROFILE, "slug": "standard", "version": 1}),
-        ("DELETE", "api/profiles/standard?version=1", None),
-        ("POST", "api/profiles/standard/disable", {"version": 1}),
-        ("POST", "api/profiles/standard/enable", {"version": 1}),
-        ("GET", "api/profiles.yaml", None),
-        ("GET", "api/audit", None),
-    ]:
+    for method, path, body in [("GET", "api/profiles", None), ("GET", "api/profiles/standard", None), *ADMIN_ONLY]:
         status, error = await api(method, path, body=body)
         assert status == 401, (method, path, status)
         assert error["message"]
@@ -464,15 +466,7 @@ async def test_browser_without_cookie_is_sent_to_the_hub_login(api):
 
 @pytest.mark.parametrize("token", ["researcher-token", "poweruser-token"])
 async def test_non_admins_get_403_on_every_write_and_admin_read(api, token):
-    for method, path, body in [
-        ("POST", "api/profiles", NEW_PROFILE),
-        ("PUT", "api/profiles/standard", {**NEW_PROFILE, "slug": "standard", "version": 1}),
-        ("DELETE", "api/profiles/standard?version=1", None),
-        ("POST", "api/profiles/standard/disable", {"version": 1}),
-        ("POST", "api/profiles/standard/enable", {"version": 1}),
-        ("GET", "api/profiles.yaml", None),
-        ("GET", "api/audit", None),
-    ]:
+    for method, path, body in ADMIN_ONLY:
         status, error = await api(method, path, token=token, body=body)
         assert status == 403, (method, path, status)
         assert "admin" in error["message"]
