@@ -16,11 +16,11 @@ install: $(VENV)/.installed
 # Debian packages the tests use: Chromium for the browser tests (Playwright drives it; no browser is ever
 # downloaded) and PostgreSQL for the profile store's tests. Installed only when missing.
 system-packages:
-	@if [ ! -x /usr/bin/chromium ] || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium postgresql >/dev/null; \
+	@if [ ! -x /usr/bin/chromium ] || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! ls /usr/lib/postgresql/*/lib/postgis-3.so >/dev/null 2>&1; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium postgresql postgresql-postgis >/dev/null; \
 	fi
 
-run: install
+run: install system-packages
 	$(VENV)/bin/desp-hub up
 
 test: install system-packages
