@@ -16,7 +16,7 @@ from urllib.parse import unquote_plus, urlencode
 from tornado import httputil, web
 
 from .claims import ScopeError, grant_scopes
-from .provider import PKCE_VALUE, OAuthError
+from .provider import PKCE_VALUE, TOKEN_EXCHANGE, OAuthError
 from .tokens import ALGORITHM, InvalidToken
 
 log = logging.getLogger(__name__)
@@ -153,7 +153,7 @@ class DiscoveryHandler(BaseHandler):
                 "userinfo_endpoint": f"{base}/userinfo",
                 "end_session_endpoint": f"{base}/logout",
                 "jwks_uri": f"{base}/certs",
-                "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+                "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials", TOKEN_EXCHANGE],
                 "response_types_supported": ["code"],
                 "response_modes_supported": ["query"],
                 "subject_types_supported": ["public"],
@@ -371,6 +371,15 @@ class TokenHandler(BaseHandler):
                 response = self.provider.refresh(client, form("refresh_token"))
             elif grant_type == "client_credentials":
                 response = self.provider.client_credentials(client, form("scope"))
+            elif grant_type == TOKEN_EXCHANGE:
+                response = self.provider.exchange_token(
+                    client,
+                    form("subject_token"),
+                    form("subject_token_type"),
+                    form("audience"),
+                    form("subject_issuer"),
+                    form("requested_token_type"),
+                )
             else:
                 raise OAuthError("unsupported_grant_type", "Unsupported grant_type")
         except OAuthError as error:

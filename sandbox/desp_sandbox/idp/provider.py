@@ -17,6 +17,8 @@ from . import claims as claim_builders
 from .tokens import InvalidToken, half_hash
 
 PKCE_VALUE = re.compile(r"^[A-Za-z0-9\-._~]{43,128}$")
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 
 
 class OAuthError(Exception):
@@ -277,6 +279,48 @@ class Provider:
             "expires_in": self.access_token_lifespan,
             "refresh_expires_in": 0,
             "token_type": "Bearer",
+            "not-before-policy": 0,
+            "scope": access["scope"],
+        }
+
+    def exchange_token(self, client, subject_token, subject_token_type, audience, subject_issuer,
+                       requested_token_type):
+        """RFC 8693 token exchange (`grant_type=urn:ietf:params:oauth:grant-type:token-exchange`).
+
+        Internal-to-internal only, as Keycloak's standard token exchange: the subject token is a live access
+        token of this realm, the client must have `standard.token.exchange.enabled`, and `audience` names a
+        client of the realm; the answer is an access token for the same user and session, for that audience.
+        External tokens (`subject_issuer`, the Data Lake's `desp-oidc`) need an identity-provider link the
+        sandbox does not have: refused with a clear message rather than accepted unchecked.
+        """
+        if not client.token_exchange:
+            raise OAuthError("unauthorized_client", "Client not allowed to exchange")
+        if subject_issuer:
+            raise OAuthError("invalid_request", "Exchange of external tokens (subject_issuer) is not supported here")
+        if not subject_token:
+            raise OAuthError("invalid_request", "Missing parameter: subject_token")
+        if subject_token_type not in (None, ACCESS_TOKEN_TYPE):
+            raise OAuthError("invalid_request", "Parameter 'subject_token_type' should be access token type")
+        if requested_token_type not in (None, ACCESS_TOKEN_TYPE):
+            raise OAuthError("invalid_request", "requested_token_type unsupported")
+        try:
+            claims, user, _ = self.verify_access_token(subject_token)
+        except InvalidToken as error:
+            raise OAuthError("invalid_token", "Invalid token") from error
+        target = self.realm.clients.get(audience) if audience else client
+        if target is None:
+            raise OAuthError("invalid_client", f"Audience not found: {audience}")
+        session = self.store.session(claims.get("sid")) if claims.get("sid") else None
+        now = int(self.clock())
+        access = self._access_token_claims(client, user, list(client.default_scopes), now,
+                                           claims.get("auth_time", now), session, claims.get("acr", "1"))
+        access["aud"] = target.client_id
+        return {
+            "access_token": self.signer.sign(access),
+            "expires_in": self.access_token_lifespan,
+            "refresh_expires_in": 0,
+            "token_type": "Bearer",
+            "issued_token_type": ACCESS_TOKEN_TYPE,
             "not-before-policy": 0,
             "scope": access["scope"],
         }

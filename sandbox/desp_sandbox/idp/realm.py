@@ -116,6 +116,7 @@ class Client:
     default_scopes: tuple[str, ...]
     optional_scopes: tuple[str, ...]
     mappers: tuple[dict, ...] = field(default=())
+    token_exchange: bool = False  # attribute `standard.token.exchange.enabled` (RFC 8693 requests allowed)
 
     def redirect_uri_allowed(self, uri):
         """Whether `uri` may receive authorization responses for this client."""
@@ -180,6 +181,7 @@ def _client_from_rep(rep, realm_rep):
         default_scopes=tuple(default_scopes),
         optional_scopes=tuple(optional_scopes),
         mappers=tuple(mappers),
+        token_exchange=attributes.get("standard.token.exchange.enabled") == "true",
     )
 
 
