@@ -58,6 +58,20 @@ def parse_args(argv=None):
             help="development override: start GPU profiles on a host without a GPU",
         )
         command.add_argument("--config", dest="extra_config", help="extra jupyterhub_config.py loaded last")
+        command.add_argument(
+            "--catalogue-url", help="use this STAC API (e.g. the Data Lake's HDA) instead of the sandbox catalogue"
+        )
+        command.add_argument("--catalogue-port", type=int, help="port of the sandbox catalogue (default PORT+2)")
+        command.add_argument(
+            "--no-catalogue", action="store_true", help="start no catalogue; servers get no DESP_CATALOGUE_URL"
+        )
+        command.add_argument(
+            "--user-cache-url",
+            help="fsspec URL of each user's cache area, with {username} (default DATA_DIR/user-cache/{username})",
+        )
+        command.add_argument(
+            "--cache-quota-gib", type=float, default=10, help="per-user cache quota in GiB (default %(default)s)"
+        )
     return parser.parse_args(argv)
 
 
@@ -80,6 +94,12 @@ def options_from_args(args) -> LaunchOptions:
         extra_config=os.path.abspath(args.extra_config) if args.extra_config else "",
         hub_api_port=ports["hub_api"],
         proxy_api_port=ports["proxy_api"],
+        catalogue_url="" if args.no_catalogue else (
+            args.catalogue_url or f"http://{args.ip}:{args.catalogue_port or args.port + 2}/stac/v2"
+        ).rstrip("/"),
+        sandbox_catalogue=not (args.catalogue_url or args.no_catalogue),
+        user_cache_url=args.user_cache_url or os.path.join(data_dir, "user-cache", "{username}"),
+        cache_quota_bytes=int(args.cache_quota_gib * 1024**3),
     )
 
 
@@ -204,6 +224,8 @@ def up(options: LaunchOptions, realm_file=REALM_FILE):
             hub_env["OAUTH_CLIENT_SECRET"] = hub_client_secret
         elif not hub_env.get("OAUTH_CLIENT_SECRET"):
             raise SystemExit("desp-hub: with --iam-url, put the hub client's secret in OAUTH_CLIENT_SECRET")
+        if options.sandbox_catalogue:
+            start_sandbox_catalogue(stack, options, base_env)
         if options.extra_config:
             hub_env["DESP_HUB_EXTRA_CONFIG"] = options.extra_config
         hub_env.update(hub_environment(options))
@@ -226,6 +248,21 @@ def up(options: LaunchOptions, realm_file=REALM_FILE):
         _stop_orphaned_proxy(os.path.join(data_dir, "hub", "jupyterhub-proxy.pid"))
 
 
+def start_sandbox_catalogue(stack, options, env):
+    """The sandbox STAC API and cache (desp_sandbox.catalogue); its first start creates the database and data."""
+    port = int(options.catalogue_url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
+    realm_url = f"{options.iam_url}/realms/{options.realm}"
+    catalogue = stack.start(
+        "catalogue",
+        [sys.executable, "-m", "desp_sandbox.catalogue", "--ip", options.ip, "--port", str(port),
+         "--data-dir", options.data_dir, "--jwks-url", f"{realm_url}/protocol/openid-connect/certs",
+         "--issuer", realm_url],
+        env, options.data_dir, os.path.join(options.data_dir, "logs", "catalogue.log"),
+    )
+    _wait_for(options.catalogue_url, catalogue, 300)
+    return catalogue
+
+
 def _stop_orphaned_proxy(pid_file):
     """If the hub died without stopping its proxy, stop the proxy by the PID the hub recorded."""
     try:
@@ -244,6 +281,9 @@ def banner(options: LaunchOptions, realm_file=REALM_FILE) -> str:
         f"Identity provider: {options.iam_url}/realms/{options.realm}"
         + (" (sandbox, for development only)" if options.sandbox_idp else ""),
     ]
+    if options.catalogue_url:
+        lines.append(f"Catalogue (STAC API): {options.catalogue_url}"
+                     + (" (sandbox sample data)" if options.sandbox_catalogue else ""))
     if options.sandbox_idp:
         lines.append("Demo logins (username / password / groups):")
         lines += [f"  {name:<11} {password:<16} {groups}" for name, password, groups in demo_logins(realm_file)]

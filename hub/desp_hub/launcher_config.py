@@ -26,6 +26,10 @@ class LaunchOptions:
     extra_config: str
     hub_api_port: int
     proxy_api_port: int
+    catalogue_url: str = ""
+    sandbox_catalogue: bool = False
+    user_cache_url: str = ""
+    cache_quota_bytes: int = 10 * 1024**3
 
 
 def hub_arguments(options: LaunchOptions) -> list[str]:
@@ -42,6 +46,9 @@ def hub_arguments(options: LaunchOptions) -> list[str]:
         f"--DespKeycloakAuthenticator.client_id={options.client_id}",
         f"--DespKeycloakAuthenticator.oauth_callback_url={options.public_url}/hub/oauth_callback",
         f"--{spawner}.allow_gpu_profiles_without_gpu={options.allow_gpu_profiles_without_gpu}",
+        f"--DespPlatformEndpoints.catalogue_url={options.catalogue_url}",
+        f"--DespPlatformEndpoints.user_cache_url={options.user_cache_url}",
+        f"--DespPlatformEndpoints.cache_quota_bytes={options.cache_quota_bytes}",
     ]
     return arguments
 
@@ -69,6 +76,7 @@ def masked_config(config_file: str, options: LaunchOptions, environ) -> str:
     from traitlets.config.loader import DeferredConfig, LazyConfigValue
 
     from .authenticator import DespKeycloakAuthenticator
+    from .platform_endpoints import DespPlatformEndpoints
     from .spawner import DespLocalSpawner, DespSystemUserSpawner
 
     app = JupyterHub()
@@ -76,7 +84,7 @@ def masked_config(config_file: str, options: LaunchOptions, environ) -> str:
     app.load_config_file(app.config_file)
     app.update_config(app.cli_config)
     classes = {cls.__name__: cls for cls in [*app.classes, DespKeycloakAuthenticator, DespLocalSpawner,
-                                             DespSystemUserSpawner]}
+                                             DespSystemUserSpawner, DespPlatformEndpoints]}
     lines = [f"# {config_file} with the command line of `desp-hub up`"]
     for section in sorted(app.config):
         for name in sorted(app.config[section]):

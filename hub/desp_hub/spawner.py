@@ -29,6 +29,7 @@ from traitlets import Bool, Unicode, default
 from traitlets.config import LoggingConfigurable
 
 from .culls import cull_notice, last_cull
+from .platform_endpoints import DespPlatformEndpoints
 from .profile_store import migrated_store
 from .profiles import (
     NotEntitled,
@@ -164,6 +165,23 @@ class DespProfilesMixin(LoggingConfigurable):
         self.memory_rlimit = settings["memory_rlimit"]
         self.log.info("Starting %s's server with profile %s", self.user.name, profile.slug)
 
+    def get_env(self):
+        """The server's environment, plus where the platform's data services are (DespPlatformEndpoints)."""
+        env = super().get_env()
+        env.update(DespPlatformEndpoints(parent=self).environment(self.user.name))
+        return env
+
+    def prepare_user_cache(self):
+        """Create the user's cache area when it is a local directory; returns its path or ""."""
+        directory = DespPlatformEndpoints(parent=self).local_cache_directory(self.user.name)
+        if directory:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+        return directory
+
+    async def start(self):
+        self.prepare_user_cache()
+        return await super().start()
+
     def _limit_memory(self, preexec):
         """Wrap a preexec function so the server (and its kernels) cannot grow past the profile's memory."""
         limit = getattr(self, "memory_rlimit", None)
@@ -238,6 +256,14 @@ class DespSystemUserSpawner(DespProfilesMixin, LocalProcessSpawner):
         self.ensure_system_user()
         self.ensure_server_reachable()
         return await super().start()
+
+    def prepare_user_cache(self):
+        """The local cache area belongs to the user's own account."""
+        directory = super().prepare_user_cache()
+        if directory:
+            account = pwd.getpwnam(self.user.name)
+            os.chown(directory, account.pw_uid, account.pw_gid)
+        return directory
 
     def make_preexec_fn(self, name):
         return self._limit_memory(super().make_preexec_fn(name))

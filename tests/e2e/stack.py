@@ -26,11 +26,19 @@ class RunningHub:
 
 
 def start_hub(data_dir, port=None, idp_port=None, iam_url=None, client_secret=None, admin_client_secret=None,
-              extra_args=(), extra_config=FAST_REFRESH_CONFIG, extra_env=None):
-    """Run `python -m desp_hub.cli up` and wait until the hub answers. Reuses `data_dir` state if present."""
+              extra_args=(), extra_config=FAST_REFRESH_CONFIG, extra_env=None, with_catalogue=False):
+    """Run `python -m desp_hub.cli up` and wait until the hub answers. Reuses `data_dir` state if present.
+
+    Without `with_catalogue` the hub starts with `--no-catalogue` (no sandbox PostgreSQL to wait for); tests of
+    data access ask for the sandbox catalogue, as `make run` starts it.
+    """
     os.makedirs(data_dir, exist_ok=True)
     port = port or free_port()
     args = [sys.executable, "-m", "desp_hub.cli", "up", "--port", str(port), "--data-dir", data_dir, *extra_args]
+    if with_catalogue:
+        args += ["--catalogue-port", str(free_port())]
+    else:
+        args += ["--no-catalogue"]
     env = dict(os.environ)
     env.pop("OAUTH_CLIENT_SECRET", None)
     env.update(extra_env or {})

@@ -52,3 +52,20 @@ def test_demo_logins_come_from_the_realm_file():
 def test_mask_hides_passwords_in_urls():
     assert mask("profiles_url", "postgresql+psycopg://desp:hunter2@db:5432/desp") == "postgresql+psycopg://desp:***@db:5432/desp"
     assert mask("profiles_url", "sqlite:////data/profiles.sqlite") == "sqlite:////data/profiles.sqlite"
+
+
+def test_data_endpoints_reach_the_hub_configuration():
+    options = options_from_args(parse_args(["config", "--port", "9000", "--data-dir", "/srv/desp"]))
+    arguments = hub_arguments(options)
+    assert options.sandbox_catalogue
+    assert "--DespPlatformEndpoints.catalogue_url=http://127.0.0.1:9002/stac/v2" in arguments
+    assert "--DespPlatformEndpoints.user_cache_url=/srv/desp/user-cache/{username}" in arguments
+    assert f"--DespPlatformEndpoints.cache_quota_bytes={10 * 1024**3}" in arguments
+
+    external = options_from_args(parse_args(
+        ["config", "--catalogue-url", "https://hda.data.destination-earth.eu/stac/v2/", "--cache-quota-gib", "0.5",
+         "--user-cache-url", "s3://desp-cache/users/{username}"]))
+    assert not external.sandbox_catalogue
+    assert "--DespPlatformEndpoints.catalogue_url=https://hda.data.destination-earth.eu/stac/v2" in hub_arguments(external)
+    assert "--DespPlatformEndpoints.user_cache_url=s3://desp-cache/users/{username}" in hub_arguments(external)
+    assert f"--DespPlatformEndpoints.cache_quota_bytes={1024**3 // 2}" in hub_arguments(external)
