@@ -13,9 +13,10 @@ END = "<!-- config-reference:end -->"
 
 def documented_classes():
     from .authenticator import DespKeycloakAuthenticator
+    from .platform_endpoints import DespPlatformEndpoints
     from .spawner import DespLocalSpawner, DespSystemUserSpawner
 
-    return [DespKeycloakAuthenticator, DespLocalSpawner, DespSystemUserSpawner]
+    return [DespKeycloakAuthenticator, DespLocalSpawner, DespSystemUserSpawner, DespPlatformEndpoints]
 
 
 def own_traits(cls):
