@@ -8,6 +8,7 @@ platform group loses access at the next refresh instead of keeping it until the 
 
 import asyncio
 import json
+import time
 import urllib.error
 import urllib.request
 from functools import reduce
@@ -247,9 +248,45 @@ class DespKeycloakAuthenticator(GenericOAuthenticator):
                 return True
         return False
 
+    access_token_min_lifetime = Float(
+        None,
+        allow_none=True,
+        config=True,
+        help="""
+        At a refresh, an access token with less life left than this (seconds) is replaced through the
+        refresh token, so the token the hub hands to user servers (`desp_lab.credentials`) stays valid
+        until the next refresh. Default: `auth_refresh_age` + 60 s.
+        """,
+    )
+
+    def _min_token_lifetime(self):
+        if self.access_token_min_lifetime is not None:
+            return self.access_token_min_lifetime
+        return self.auth_refresh_age + 60
+
+    async def _refresh_expiring_token(self, user, handler):
+        """A fresh auth model when the stored access token is about to expire; None when it need not be."""
+        auth_state = await user.get_auth_state() or {}
+        refresh_token = auth_state.get("refresh_token")
+        expiry = _unverified_expiry(auth_state.get("access_token"))
+        if not refresh_token or expiry is None or expiry - time.time() > self._min_token_lifetime():
+            return None
+        self.log.debug("Access token of %s expires in %.0f s: refreshing it", user.name, expiry - time.time())
+        try:
+            token_info = await self.get_token_info(handler, self.build_refresh_token_request_params(refresh_token))
+            token_info.setdefault("refresh_token", refresh_token)
+            return await self._token_to_auth_model(token_info)
+        except Exception as error:  # a refused refresh token means a new login, as in the stock class
+            self.log.info("Refreshing the access token of %s failed (%s); login required", user.name, error)
+            return False
+
     async def refresh_user(self, user, handler=None, **kwargs):
-        """Refresh tokens and user info as the stock class does, then re-check that the user is still allowed."""
-        auth_model = await super().refresh_user(user, handler, **kwargs)
+        """Refresh tokens and user info as the stock class does, then re-check that the user is still allowed.
+
+        Unlike the stock class, an access token close to expiry is replaced before it fails."""
+        auth_model = await self._refresh_expiring_token(user, handler)
+        if auth_model is None:
+            auth_model = await super().refresh_user(user, handler, **kwargs)
         if not isinstance(auth_model, dict):
             return auth_model
         auth_model.setdefault("name", user.name)
@@ -265,6 +302,16 @@ class DespKeycloakAuthenticator(GenericOAuthenticator):
             return
         spawner.environment["DESP_ACCESS_TOKEN"] = auth_state.get("access_token", "")
         spawner.environment["DESP_IAM_ISSUER"] = self.issuer
+
+
+def _unverified_expiry(token):
+    """The `exp` of a JWT we hold ourselves (no need to verify our own stored token), or None."""
+    if not token:
+        return None
+    try:
+        return float(jwt.decode(token, options={"verify_signature": False})["exp"])
+    except (jwt.PyJWTError, KeyError, TypeError, ValueError):
+        return None
 
 
 def _claim(claims, dotted_path):

@@ -3,7 +3,7 @@
 Used when the userinfo response carries no roles (a realm without the role mapper in userinfo)."""
 
 from desp_hub.authenticator import DespKeycloakAuthenticator
-from tests.sandbox.test_idp import idp, tokens_for  # noqa: F401  (idp is a fixture)
+from tests.sandbox.test_idp import HUB_SECRET, idp, tokens_for  # noqa: F401  (idp is a fixture)
 
 
 def access_token_for(idp, username):  # noqa: F811
@@ -32,3 +32,48 @@ async def test_userinfo_without_roles_falls_back_to_the_access_token(idp):  # no
         "access_token": access_token_for(idp, "admin"), "oauth_user": {"preferred_username": "admin", "groups": []}}}
     model = await authenticator_for(idp).update_auth_model(model)
     assert "hub-admin" in model["auth_state"]["roles"]
+
+
+class StoredUser:
+    """What refresh_user needs of a hub user: its name and its stored auth_state."""
+
+    def __init__(self, name, auth_state):
+        self.name = name
+        self.auth_state = auth_state
+
+    async def get_auth_state(self):
+        return self.auth_state
+
+
+async def test_an_access_token_near_expiry_is_replaced_at_refresh(idp):  # noqa: F811
+    _browser, tokens = tokens_for(idp, "researcher")
+    authenticator = authenticator_for(idp)
+    authenticator.client_secret = HUB_SECRET
+    authenticator.allowed_groups = {"desp-users"}
+    user = StoredUser("researcher", {"access_token": tokens["access_token"], "refresh_token": tokens["refresh_token"],
+                                     "token_response": tokens})
+
+    authenticator.access_token_min_lifetime = 1  # the token has minutes left: the stock refresh keeps it
+    kept = await authenticator.refresh_user(user)
+    assert kept["auth_state"]["access_token"] == tokens["access_token"]
+
+    authenticator.access_token_min_lifetime = 24 * 3600  # every token "expires soon": replaced via the refresh token
+    refreshed = await authenticator.refresh_user(user)
+    assert refreshed["auth_state"]["access_token"] != tokens["access_token"]
+    assert refreshed["auth_state"]["refresh_token"]
+    assert refreshed["name"] == "researcher"
+
+
+async def test_a_refused_refresh_token_means_login_again(idp):  # noqa: F811
+    _browser, tokens = tokens_for(idp, "researcher")
+    authenticator = authenticator_for(idp)
+    authenticator.client_secret = HUB_SECRET
+    authenticator.access_token_min_lifetime = 24 * 3600
+    user = StoredUser("researcher", {"access_token": tokens["access_token"], "refresh_token": "forged",
+                                     "token_response": tokens})
+    assert await authenticator.refresh_user(user) is False
+
+
+def test_default_minimum_lifetime_covers_the_refresh_interval():
+    authenticator = DespKeycloakAuthenticator(auth_refresh_age=300)
+    assert authenticator._min_token_lifetime() == 360
