@@ -225,7 +225,15 @@ class Cache:
             return operation()
         except FileNotFoundError:
             raise NotFound(f"{path or '/'} does not exist in your cache area.", field="path") from None
-        except (ConnectionError, TimeoutError, OSError) as error:
+        except DespError:
+            raise
+        except Exception as error:
+            status = getattr(error, "status", None)  # aiohttp's ClientResponseError from an HTTP(S) area
+            if status in (401, 403):
+                raise DespError(f"Not allowed to {what} {path or '/'} in {_strip_query(self.url)}: "
+                                "no valid token or ~/.netrc credentials (log in again?).", status=status) from None
+            if not isinstance(error, (ConnectionError, TimeoutError, OSError)):
+                raise
             if isinstance(error, (PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError)):
                 raise DespError(f"Cannot {what} {path!r}: {error.strerror or error}", field="path", status=403) from None
             raise ServiceUnavailable("cache", self.url, type(error).__name__) from None
@@ -298,13 +306,19 @@ class Cache:
         relative = self.relative_path(path)
         mapper = self.fs.get_mapper(self.full_path(relative))
         options = {"engine": "zarr", "chunks": {}, **kwargs}
-        try:
+
+        def open_dataset():
             with warnings.catch_warnings():
                 # Stores without consolidated metadata open fine; xarray's advice about it is not for the user.
                 warnings.filterwarnings("ignore", "Failed to open Zarr store with consolidated metadata")
-                return xr.open_dataset(mapper, **options)
-        except FileNotFoundError:
-            raise NotFound(f"{relative or '/'} is not a Zarr store in your cache area.", field="path") from None
+                try:
+                    return xr.open_dataset(mapper, **options)
+                except Exception as error:
+                    if "NotFound" in type(error).__name__:  # zarr's GroupNotFoundError / NodeNotFoundError
+                        raise FileNotFoundError(relative) from None
+                    raise
+
+        return self._call("open", open_dataset, relative)
 
     def usage(self) -> dict:
         """`{"used": bytes in the area, "quota": bytes allowed}` (an HTTP area reports 0 used: it cannot list)."""
@@ -502,10 +516,14 @@ def _source_files(fs, path: str, shown: str | None = None) -> list[tuple[str, st
         raise DespError(f"Not allowed to read {shown}.", field="source", status=403) from None
     except FileNotFoundError:
         pass
-    except OSError as error:
-        if "401" in str(error) or "403" in str(error):
-            raise DespError(f"Not allowed to read {shown} (log in again?).", field="source", status=403) from None
-        raise ServiceUnavailable("data source", shown, type(error).__name__) from None
+    except Exception as error:
+        status = getattr(error, "status", None)  # aiohttp's ClientResponseError
+        if status in (401, 403):
+            raise DespError(f"Not allowed to read {shown}: no valid token or ~/.netrc credentials (log in again?).",
+                            field="source", status=status) from None
+        if isinstance(error, (OSError, TimeoutError)) or status is not None:
+            raise ServiceUnavailable("data source", shown, f"{type(error).__name__} {status or ''}".strip()) from None
+        raise
     raise NotFound(f"{shown} does not exist (or is not a file or a Zarr store).", field="source")
 
 
