@@ -1,0 +1,150 @@
+/**
+ * The DESP REST API of the user's Jupyter server (`{baseUrl}desp/api/…`, the desp_lab server extension),
+ * called the JupyterLab way: ServerConnection.makeRequest adds the XSRF token and the server's auth.
+ */
+import { URLExt } from '@jupyterlab/coreutils';
+import { ServerConnection } from '@jupyterlab/services';
+
+/** An error of the DESP API (`{"message", "field"}`) or of the connection to the Jupyter server. */
+export class ApiError extends Error {
+  readonly status: number;
+  readonly field: string | null;
+
+  constructor(message: string, status: number, field: string | null = null) {
+    super(message);
+    this.name = 'ApiError';
+    this.status = status;
+    this.field = field;
+  }
+}
+
+export interface ICollection {
+  id: string;
+  title: string | null;
+  description: string | null;
+  orderable: boolean;
+}
+
+export interface IAssetLink {
+  name: string;
+  href: string;
+  roles?: string[] | null;
+  type?: string | null;
+}
+
+export interface IItemSummary {
+  id: string;
+  collection: string;
+  datetime: string | null;
+  start_datetime: string | null;
+  end_datetime: string | null;
+  bbox: number[] | null;
+  geometry: IGeometry | null;
+  thumbnail: string | null;
+  /** Asset names (the contract); entries with an href are accepted too (copy-to-cache needs an href). */
+  assets: Array<string | IAssetLink>;
+  /** Optional: name → href of the item's assets, when the server gives them. */
+  asset_hrefs?: { [name: string]: string } | null;
+  order_status: string | null;
+  code: string;
+}
+
+export interface IGeometry {
+  type: string;
+  coordinates?: unknown;
+  geometries?: IGeometry[];
+}
+
+export interface ISearchPage {
+  items: IItemSummary[];
+  matched: number | null;
+  page: number;
+  next_page: number | null;
+}
+
+export interface ICacheEntry {
+  name: string;
+  path: string;
+  type: 'file' | 'directory';
+  size: number | null;
+  expires: string | null;
+}
+
+export interface ICacheListing {
+  path: string;
+  entries: ICacheEntry[];
+  usage: { used: number; quota: number };
+}
+
+export interface ICacheRequest {
+  id: string;
+  status: 'running' | 'done' | 'failed' | string;
+  done_bytes: number;
+  total_bytes: number | null;
+  message: string | null;
+  name?: string | null;
+}
+
+/** Query parameters without the empty ones, as `?a=1&b=2` (or ''). */
+export function queryString(params: { [key: string]: string | number | null | undefined }): string {
+  const kept: { [key: string]: string } = {};
+  for (const [key, value] of Object.entries(params)) {
+    if (value !== null && value !== undefined && value !== '') {
+      kept[key] = String(value);
+    }
+  }
+  return Object.keys(kept).length ? URLExt.objectToQueryString(kept) : '';
+}
+
+/**
+ * Call `desp/api/<endPoint>` and return its JSON. Any non-2xx answer becomes an ApiError carrying the
+ * API's message and field; a network failure becomes an ApiError with status 0.
+ */
+export async function requestAPI<T>(
+  endPoint: string,
+  init: RequestInit = {},
+  settings: ServerConnection.ISettings = ServerConnection.makeSettings()
+): Promise<T> {
+  const url = URLExt.join(settings.baseUrl, 'desp/api', endPoint);
+  let response: Response;
+  try {
+    response = await ServerConnection.makeRequest(url, init, settings);
+  } catch (error) {
+    const reason = error instanceof Error ? error.message : String(error);
+    throw new ApiError(`The Jupyter server did not answer (${reason}).`, 0);
+  }
+  const text = await response.text();
+  let data: any = null;
+  if (text.length > 0) {
+    try {
+      data = JSON.parse(text);
+    } catch {
+      data = null;
+    }
+  }
+  if (!response.ok) {
+    const apiMessage = data && typeof data.message === 'string' ? data.message : null;
+    const field = data && typeof data.field === 'string' ? data.field : null;
+    const message =
+      apiMessage ??
+      (response.status === 404
+        ? 'The DESP API is not available in this server (is the desp_lab server extension enabled?).'
+        : `The DESP API answered ${response.status} ${response.statusText}.`);
+    throw new ApiError(message, response.status, field);
+  }
+  return data as T;
+}
+
+/** Text to show a person for any error thrown by requestAPI (or anything else). */
+export function describeError(error: unknown): string {
+  if (error instanceof ApiError) {
+    if (error.status === 400 && error.field) {
+      const prefix = `Invalid ${error.field}`;
+      return error.message.toLowerCase().startsWith(prefix.toLowerCase())
+        ? error.message
+        : `${prefix}: ${error.message}`;
+    }
+    return error.message;
+  }
+  return error instanceof Error ? error.message : String(error);
+}
