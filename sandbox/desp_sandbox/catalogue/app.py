@@ -1,0 +1,74 @@
+"""The web application: stac-fastapi-pgstac's own app under `/stac/v2`, plus the order endpoint and the cache.
+
+Nothing of STAC is re-implemented here: `instantiate_api` builds the API with its default extensions (query, sort,
+fields, filter with cql2-json and cql2-text, token pagination, collection search); we only give it settings, a
+lifespan that connects to our cluster, and two additions:
+
+* `POST /stac/v2/collections/{id}/order` (`orders.py`),
+* `/cache/...` — the cache directory, read-only, token-protected (`cache.py`).
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from stac_fastapi.pgstac.app import instantiate_api
+from stac_fastapi.pgstac.config import PostgresSettings, Settings
+from stac_fastapi.pgstac.db import close_db_connection, connect_to_db
+from stac_fastapi.pgstac.models.extensions import Extensions
+
+from . import orders
+from .auth import TokenVerifier
+from .cache import CacheFiles
+from .records import PREFIX
+
+log = logging.getLogger("desp_sandbox.catalogue")
+
+
+class RootAlias:
+    """ASGI wrapper: `/stac/v2` answers like `/stac/v2/` (no redirect for clients that do not follow one)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"] == PREFIX:
+            scope = {**scope, "path": PREFIX + "/", "raw_path": (PREFIX + "/").encode()}
+        await self.app(scope, receive, send)
+
+
+def create_app(pg_port: int, base_url: str, cache_dir: Path, jwks_url: str, issuer: str | None = None,
+               order_delay: float = 2.0, database: str = "postgres") -> FastAPI:  # fmt: skip
+    """The catalogue app for a pgstac database on 127.0.0.1:`pg_port`, publishing hrefs under `base_url`."""
+    settings = Settings(
+        prefix_path=PREFIX, stac_fastapi_title="DESP sandbox catalogue",
+        stac_fastapi_description="STAC API of the DESP Hub sandbox, shaped like the Data Lake's HDA (/stac/v2).",
+        stac_fastapi_landing_id="desp-sandbox-catalogue", stac_fastapi_version="1.0.0", enable_transactions_extensions=False,
+        enabled_extensions=None, openapi_url=f"{PREFIX}/api", docs_url=f"{PREFIX}/api.html",
+    )  # fmt: skip
+    postgres = PostgresSettings(pguser="postgres", pgpassword="unused-trust-auth", pghost="127.0.0.1",
+                                pgport=pg_port, pgdatabase=database, db_min_conn_size=1, db_max_conn_size=8)  # fmt: skip
+    verifier = TokenVerifier(jwks_url, issuer)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await connect_to_db(app, postgres_settings=postgres)
+        resumed = await orders.resume_pending(app)
+        if resumed:
+            log.info("resumed %d pending orders", resumed)
+        yield
+        for task in list(app.state.orders.tasks):
+            task.cancel()
+        await close_db_connection(app)
+
+    api = instantiate_api(extensions=Extensions(settings=settings), settings=settings, lifespan=lifespan)
+    app = api.app
+    app.state.orders = orders.OrderContext(base_url=base_url, cache_dir=Path(cache_dir), verifier=verifier,
+                                           delay=order_delay)  # fmt: skip
+    app.include_router(orders.router, prefix=PREFIX)
+    app.mount("/cache", CacheFiles(Path(cache_dir), verifier), name="cache")
+    app.add_middleware(RootAlias)
+    return app
