@@ -11,6 +11,7 @@ the extra item tells whether a next page exists.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from desp_lab.errors import InvalidParameter
@@ -54,9 +55,20 @@ def parse_positive_int(field: str, value: Any, default: int, maximum: int | None
     return number
 
 
-def open_item_code(collection_id: str, item_id: str) -> str:
-    """A Python snippet that opens the item in xarray with desp_lab (string literals quoted safely)."""
-    return f"from desp_lab import catalogue\nds = catalogue.open_item({collection_id!r}, {item_id!r})\nds"
+def open_item_code(collection_id: str, item_id: str, orderable: bool = False) -> str:
+    """A Python snippet that opens the item in xarray with desp_lab (string literals quoted safely).
+
+    An orderable placeholder (HDA `order:status=orderable`) is ordered first, waiting until its data is ready.
+    """
+    collection, item = json.dumps(collection_id), json.dumps(item_id)
+    if orderable:
+        return (
+            "from desp_lab import catalogue\n"
+            f"item = catalogue.order(catalogue.item({collection}, {item}))  # waits until the order is ready\n"
+            "ds = catalogue.default_catalogue().to_xarray(item)\n"
+            "ds"
+        )
+    return f"from desp_lab import catalogue\nds = catalogue.open_item({collection}, {item})\nds"
 
 
 def thumbnail_href(item) -> str | None:
@@ -83,7 +95,7 @@ def item_summary(item) -> dict:
         "thumbnail": thumbnail_href(item),
         "assets": list(item.assets),
         "order_status": properties.get("order:status"),
-        "code": open_item_code(collection_id or "", item.id),
+        "code": open_item_code(collection_id or "", item.id, orderable=properties.get("order:status") == "orderable"),
     }
 
 
@@ -133,9 +145,12 @@ def search_page(catalogue, page: int = 1, limit: int = DEFAULT_PAGE_SIZE, text: 
         if callable(matched):
             matched = matched()
     page_items = items[(page - 1) * limit : page * limit]
+    has_next = len(items) > page * limit
+    if not isinstance(matched, int) and not has_next and page_items:
+        matched = (page - 1) * limit + len(page_items)  # the last page: the count is known exactly
     return {
         "items": page_items,
         "matched": matched if isinstance(matched, int) else None,
         "page": page,
-        "next_page": page + 1 if len(items) > page * limit else None,
+        "next_page": page + 1 if has_next else None,
     }

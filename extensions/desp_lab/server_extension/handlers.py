@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.error
+import urllib.parse
+import urllib.request
 
 import tornado.web
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 
-from desp_lab.errors import DespError, InvalidParameter, NotFound
+from desp_lab.errors import DespError, InvalidParameter, NotFound, ServiceUnavailable
 from desp_lab.search_pages import (
     DEFAULT_PAGE_SIZE,
     MAX_PAGE_SIZE,
@@ -24,6 +27,7 @@ from desp_lab.search_pages import (
     parse_bbox,
     parse_positive_int,
     search_page,
+    thumbnail_href,
 )
 
 #: The authorisation resource of these handlers (jupyter_server's Authorizer is asked about it).
@@ -201,7 +205,8 @@ def _sortby(value):
 def search_arguments(params: dict) -> dict:
     """GET parameters or a POST body → keyword arguments of `search_pages.search_page` (validated)."""
     known = {"collections", "bbox", "datetime", "q", "query", "filter", "sortby", "limit", "page"}
-    unknown = sorted(set(params) - known)
+    # Jupyter's own authentication may ride along in the query string.
+    unknown = sorted(set(params) - known - {"token", "_xsrf"})
     if unknown:
         raise InvalidParameter(unknown[0], f"unknown search parameter; known ones are {', '.join(sorted(known))}.")
     datetime = params.get("datetime")
@@ -251,7 +256,14 @@ class SearchHandler(DespApiHandler):
             raise DespApiError.from_desp_error(error) from None
         catalogue = await self.run_sdk(self.extension.catalogue)
         page = await self.run_sdk(search_page, catalogue, **arguments)
-        page["items"] = [item_summary(item) for item in page["items"]]
+        summaries = []
+        for item in page["items"]:
+            summary = item_summary(item)
+            if summary["thumbnail"]:
+                # The browser cannot send the bearer token the asset needs: point at this server's proxy.
+                summary["thumbnail"] = thumbnail_path(self.base_url, item.collection_id, item.id)
+            summaries.append(summary)
+        page["items"] = summaries
         self.write_json(page)
 
 
@@ -355,6 +367,66 @@ class CacheRequestHandler(DespApiHandler):
         self.write_json(job.to_json())
 
 
+# ----------------------------------------------------------------------------------------------- thumbnails
+
+
+#: Largest thumbnail the proxy passes on.
+MAX_THUMBNAIL_BYTES = 5 * 1024 * 1024
+
+
+def thumbnail_path(base_url: str, collection_id: str, item_id: str) -> str:
+    """The server path of an item's thumbnail proxy (what ItemSummary.thumbnail holds in the REST API)."""
+    quote = urllib.parse.quote
+    return f"{base_url.rstrip('/')}/desp/api/collections/{quote(collection_id, safe='')}/items/{quote(item_id, safe='')}/thumbnail"
+
+
+class ThumbnailHandler(DespApiHandler):
+    """GET collections/{id}/items/{item}/thumbnail → the item's thumbnail image, fetched with the user's token.
+
+    Catalogue assets (the sandbox cache, Cache B) need a bearer token an `<img>` in the browser cannot send; the
+    panel shows thumbnails through this proxy instead. Only the thumbnail asset of a catalogue item is fetched.
+    """
+
+    @tornado.web.authenticated
+    @authorized
+    async def get(self, collection_id: str, item_id: str):
+        catalogue = await self.run_sdk(self.extension.catalogue)
+        item = await self.run_sdk(catalogue.item, collection_id, item_id)
+        href = thumbnail_href(item)
+        if not href:
+            raise DespApiError(404, f"The item {item_id!r} has no thumbnail.", None)
+        data, content_type = await self.run_sdk(fetch_thumbnail, href)
+        self.set_header("Content-Type", content_type)
+        self.set_header("Cache-Control", "private, max-age=3600")
+        self.finish(data)
+
+
+def fetch_thumbnail(href: str) -> tuple[bytes, str]:
+    """Bytes and media type of a thumbnail URL (bearer token for http(s)); ServiceUnavailable if unreachable."""
+    from desp_lab.server_extension import _data_token
+
+    headers = {}
+    token = _data_token()
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(href, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            data = response.read(MAX_THUMBNAIL_BYTES + 1)
+            content_type = response.headers.get("Content-Type") or "application/octet-stream"
+    except urllib.error.HTTPError as error:
+        if error.code == 404:
+            raise NotFound("The thumbnail does not exist any more.") from None
+        if error.code in (401, 403):
+            raise DespError("The data store refused your token for the thumbnail (log in again?).", status=403) from None
+        raise ServiceUnavailable("thumbnail store", href, f"HTTP {error.code}") from None
+    except (urllib.error.URLError, OSError) as error:
+        raise ServiceUnavailable("thumbnail store", href, type(error).__name__) from None
+    if len(data) > MAX_THUMBNAIL_BYTES:
+        raise DespError(f"The thumbnail is larger than {MAX_THUMBNAIL_BYTES} bytes.", status=502)
+    return data, content_type
+
+
 class NotFoundHandler(DespApiHandler):
     """Anything else under desp/api/: 404 as JSON."""
 
@@ -372,6 +444,7 @@ def handlers() -> list[tuple[str, type]]:
     return [
         (r"desp/api/collections/?", CollectionsHandler),
         (rf"desp/api/collections/{collection}/queryables/?", QueryablesHandler),
+        (rf"desp/api/collections/{collection}/items/(?P<item_id>[^/]+)/thumbnail/?", ThumbnailHandler),
         (r"desp/api/search/?", SearchHandler),
         (r"desp/api/cache/?", CacheListingHandler),
         (r"desp/api/cache/info/?", CacheInfoHandler),
