@@ -25,6 +25,7 @@ import re
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import pystac
@@ -354,11 +355,13 @@ class Catalogue:
         """One item's data as a lazy xarray Dataset (see `to_xarray`)."""
         return self.to_xarray(self.item(collection_id, item_id), asset=asset, **kwargs)
 
-    def to_xarray(self, items: pystac.Item | Iterable[pystac.Item], asset: str | None = None, **kwargs):
+    def to_xarray(self, items: pystac.Item | Iterable[pystac.Item], asset: str | None = None, subset: bool = True,
+                  **kwargs):
         """Items as one lazy (Dask) xarray Dataset.
 
         Zarr assets open with xarray's zarr engine, `chunks={}` (the store's own chunks); items sharing a store open
-        it once, several stores are combined by their coordinates. GeoTIFF (COG) items load through
+        it once and, with `subset` (the default), keep the variables their `cube:variables` name and the time span
+        their start/end datetimes cover; several stores are combined by their coordinates. GeoTIFF (COG) items load through
         `odc.stac.load` (lazy, `chunks={}` unless given; `bands`, `resolution`, `crs`, `groupby`, ... pass through).
         `asset` picks an asset key instead of the default (a Zarr asset with role `data`, or every COG band).
         Bearer token (or ~/.netrc) is sent to the data server by fsspec and GDAL.
@@ -372,28 +375,32 @@ class Catalogue:
                     f"Item {item.id} is not available yet (order status {item.properties['order:status']}); "
                     "order it first with catalogue.order(item).", status=409,
                 )
-        zarr_hrefs = [_zarr_asset(item, asset) for item in items]
-        if all(zarr_hrefs):
-            return self._open_zarr_stores(zarr_hrefs, **kwargs)
-        if any(zarr_hrefs):
+        zarr_assets = [_zarr_asset(item, asset) for item in items]
+        if all(zarr_assets):
+            return self._open_zarr_stores(list(zip(items, zarr_assets)), subset=subset, **kwargs)
+        if any(zarr_assets):
             raise DespError("These items mix Zarr stores and GeoTIFFs; open each kind separately.", status=400)
         if asset is not None:
             kwargs.setdefault("bands", [asset])
         return self._load_cogs(items, **kwargs)
 
-    def _open_zarr_stores(self, hrefs: list[tuple[str, dict]], **kwargs):
+    def _open_zarr_stores(self, items_assets: list[tuple[pystac.Item, tuple[str, dict]]], subset: bool, **kwargs):
         import xarray as xr
 
-        unique: dict[str, dict] = {}
-        for href, open_kwargs in hrefs:
-            unique.setdefault(href, open_kwargs)
+        by_store: dict[str, list[pystac.Item]] = {}
+        open_kwargs: dict[str, dict] = {}
+        for item, (href, extra) in items_assets:
+            by_store.setdefault(href, []).append(item)
+            open_kwargs.setdefault(href, extra)
         datasets = []
-        for href, open_kwargs in unique.items():
-            options = {"engine": "zarr", "chunks": {}, **open_kwargs, **kwargs}
+        for href, store_items in by_store.items():
+            options = {"engine": "zarr", "chunks": {}, **open_kwargs[href], **kwargs}
             if href.startswith(("http://", "https://")):
                 options["storage_options"] = {**http_storage_options(self.token), **options.get("storage_options", {})}
             try:
-                datasets.append(xr.open_dataset(href, **options))
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", "Failed to open Zarr store with consolidated metadata")
+                    dataset = xr.open_dataset(href, **options)
             except FileNotFoundError:
                 raise NotFound(f"The data of this item is missing at {href.split('?')[0]}.") from None
             except Exception as error:
@@ -403,6 +410,7 @@ class Catalogue:
                 if isinstance(error, (ConnectionError, TimeoutError, OSError)):
                     raise ServiceUnavailable("data server", href, type(error).__name__) from None
                 raise
+            datasets.append(_items_subset(dataset, store_items) if subset else dataset)
         if len(datasets) == 1:
             return datasets[0]
         return xr.combine_by_coords(datasets, combine_attrs="drop_conflicts")
@@ -492,6 +500,28 @@ def _zarr_asset(item: pystac.Item, key: str | None) -> tuple[str, dict] | None:
         if any(kind in media for kind in ZARR_MEDIA_TYPES) or asset.href.rstrip("/").endswith(".zarr"):
             return asset.href, dict(asset.extra_fields.get("xarray:open_kwargs") or {})
     return None
+
+
+def _items_subset(dataset, items: list[pystac.Item]):
+    """The part of a store the items describe: their `cube:variables` (data) and the time span they cover."""
+    names = []
+    for item in items:
+        for name, variable in (item.properties.get("cube:variables") or {}).items():
+            if variable.get("type", "data") == "data" and name in dataset.data_vars and name not in names:
+                names.append(name)
+    if names:
+        dataset = dataset[names]
+    time_dims = {name for item in items for name, dim in (item.properties.get("cube:dimensions") or {}).items()
+                 if dim.get("type") == "temporal"}
+    starts = [item.properties.get("start_datetime") or item.properties.get("datetime") for item in items]
+    ends = [item.properties.get("end_datetime") or item.properties.get("datetime") for item in items]
+    if len(time_dims) == 1 and all(starts) and all(ends):
+        (dim,) = time_dims
+        if dim in dataset.indexes:
+            start = min(_parse_instant(s) for s in starts).replace(tzinfo=None)
+            end = max(_parse_instant(e) for e in ends).replace(tzinfo=None)
+            dataset = dataset.sel({dim: slice(start, end)})
+    return dataset
 
 
 def _progress_printer(progress, item_id: str):

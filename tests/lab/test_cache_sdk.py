@@ -57,6 +57,11 @@ def area(request, tmp_path) -> Cache:
     return Cache(f"s3://{bucket}/users/researcher", storage_options=server.storage_options(), quota_bytes=1024**3)
 
 
+def _array_metadata(array_dir: Path) -> Path:
+    """The metadata file of a Zarr array, v3 (zarr.json) or v2 (.zarray)."""
+    return next(array_dir / name for name in ("zarr.json", ".zarray") if (array_dir / name).exists())
+
+
 def _tree_size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
@@ -282,7 +287,7 @@ def test_window_of_a_locally_cached_store_reads_only_its_chunks(tmp_path, era5_s
     cache.request(str(era5_sample), name="era5.zarr", retention_days=1)
     numbers = _check_window_reads(cache, "era5.zarr", era5_sample, local_reads,
                                   lambda n: record_property("local_window_reads", n))
-    assert numbers["chunks_read"] < numbers["variable_bytes"] / numbers["chunk_bytes"] * numbers["chunks_read"]
+    assert numbers["chunk_bytes"] < 0.1 * numbers["variable_bytes"]
     print("local window:", numbers)
 
 
@@ -327,9 +332,10 @@ def test_http_cache_reads_ranges_and_opens_zarr_with_a_bearer_token(sandbox_cata
     cache = Cache(sandbox_catalogue.cache_url, token=token)
     assert tokens_asked == []  # asked at use, not at construction
     assert cache.read_only
-    metadata = era5_sample / "t2m" / "zarr.json"
-    assert cache.info(f"{ERA5_STORE}/t2m/zarr.json")["size"] == metadata.stat().st_size
-    assert cache.read_range(f"{ERA5_STORE}/t2m/zarr.json", 3, 40) == metadata.read_bytes()[3:40]
+    metadata = _array_metadata(era5_sample / "t2m")
+    name = f"{ERA5_STORE}/t2m/{metadata.name}"
+    assert cache.info(name)["size"] == metadata.stat().st_size
+    assert cache.read_range(name, 3, 40) == metadata.read_bytes()[3:40]
     dataset = cache.open_zarr(ERA5_STORE)
     assert dataset["t2m"].dims == ("valid_time", "latitude", "longitude") and dataset["t2m"].dtype == np.float32
     np.testing.assert_array_equal(dataset["t2m"].isel(WINDOW).values, xr.open_zarr(era5_sample)["t2m"].isel(WINDOW).values)
@@ -347,16 +353,17 @@ def test_http_cache_uses_netrc_when_there_is_no_token(sandbox_catalogue, era5_sa
     netrc.chmod(0o600)
     monkeypatch.setenv("NETRC", str(netrc))
     cache = Cache(sandbox_catalogue.cache_url)
-    assert cache.read_range(f"{ERA5_STORE}/zarr.json", 0, 20) == (era5_sample / "zarr.json").read_bytes()[:20]
+    metadata = _array_metadata(era5_sample / "t2m")
+    assert cache.read_range(f"{ERA5_STORE}/t2m/{metadata.name}", 0, 20) == metadata.read_bytes()[:20]
     assert cache.open_zarr(ERA5_STORE)["t2m"].shape == xr.open_zarr(era5_sample)["t2m"].shape
 
 
-def test_http_cache_without_credentials_is_refused_with_a_message(sandbox_catalogue, tmp_path, monkeypatch,
+def test_http_cache_without_credentials_is_refused_with_a_message(sandbox_catalogue, era5_sample, tmp_path, monkeypatch,
                                                                   no_platform_token):
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
     cache = Cache(sandbox_catalogue.cache_url)
     with pytest.raises(DespError) as raised:
-        cache.read_range(f"{ERA5_STORE}/zarr.json", 0, 20)
+        cache.read_range(f"{ERA5_STORE}/t2m/{_array_metadata(era5_sample / 't2m').name}", 0, 20)
     assert raised.value.status == 401 and "token" in str(raised.value)
     with pytest.raises(DespError) as raised:
         Cache(str(tmp_path), token=lambda: None).request(f"{sandbox_catalogue.cache_url}/{ERA5_STORE}")
