@@ -94,6 +94,8 @@ def item_summary(item) -> dict:
         "geometry": item.geometry,
         "thumbnail": thumbnail_href(item),
         "assets": list(item.assets),
+        # Added to the contract's shape: "copy to my cache" needs the href of the asset to copy.
+        "asset_hrefs": {name: asset.href for name, asset in item.assets.items()},
         "order_status": properties.get("order:status"),
         "code": open_item_code(collection_id or "", item.id, orderable=properties.get("order:status") == "orderable"),
     }

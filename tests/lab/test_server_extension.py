@@ -244,8 +244,10 @@ def test_search_get_returns_summaries_with_code_that_compiles(lab_server, sandbo
     item = body["items"][0]
     assert set(item) == {
         "id", "collection", "datetime", "start_datetime", "end_datetime", "bbox", "geometry", "thumbnail", "assets",
-        "order_status", "code",
+        "asset_hrefs", "order_status", "code",
     }
+    assert set(item["asset_hrefs"]) == set(item["assets"])
+    assert all(href.startswith(sandbox_catalogue.cache_url) for href in item["asset_hrefs"].values())
     assert item["collection"] == ERA5 and item["geometry"]["type"] and len(item["bbox"]) == 4 and item["assets"]
     compile(item["code"], "<snippet>", "exec")
     assert f"catalogue.open_item(\"{ERA5}\", \"{item['id']}\")" in item["code"]
@@ -263,6 +265,25 @@ def test_search_post_equals_get_and_filters(lab_server, sandbox_catalogue):
     assert [item["id"] for item in posted["items"]] == [item["id"] for item in got["items"]]
     assert [item["id"] for item in posted["items"]] == plain_search_ids(sandbox_catalogue.stac_url, **search)
     assert any(item["thumbnail"] for item in posted["items"])
+
+
+def test_thumbnails_come_through_the_proxy_with_the_users_token(lab_server):
+    """The sandbox cache needs a bearer token an <img> cannot send: ItemSummary.thumbnail is this server's proxy."""
+    status, body = lab_server.api("GET", "search", params={"collections": SENTINEL_2, "limit": 1})
+    assert status == 200, body
+    item = body["items"][0]
+    path = f"collections/{urllib.parse.quote(SENTINEL_2)}/items/{urllib.parse.quote(item['id'])}/thumbnail"
+    assert item["thumbnail"] == f"/desp/api/{path}"
+    request = urllib.request.Request(f"{lab_server.url}{item['thumbnail']}", headers={"Authorization": f"token {JUPYTER_TOKEN}"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"] == "image/png"
+        assert response.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert lab_server.api("GET", path, token=None)[0] == 403
+    status, era5 = lab_server.api("GET", "search", params={"collections": ERA5, "limit": 1})
+    if era5["items"][0]["thumbnail"] is None:
+        assert_error(lab_server.api("GET", f"collections/{ERA5}/items/{era5['items'][0]['id']}/thumbnail"), 404, None)
+    assert_error(lab_server.api("GET", f"collections/{SENTINEL_2}/items/NO_SUCH_ITEM/thumbnail"), 404, "item")
 
 
 def test_search_pages_follow_each_other(lab_server, sandbox_catalogue):
@@ -404,6 +425,10 @@ def test_cache_request_copies_lists_and_informs(lab_server, sample_sources):
     assert info["size"] == size and info["type"] == "file" and info["source"] == source and info["expires"]
     assert (lab_server.cache_area / "copies" / "small.tif").read_bytes()[:4] in (b"II*\x00", b"MM\x00*")
 
+    # The same name again: refused before copying, the first copy untouched.
+    assert_error(lab_server.api("POST", "cache/requests", body={"source": source, "name": "copies/small.tif"}), 409, "name")
+    assert (lab_server.cache_area / "copies" / "small.tif").stat().st_size == size
+
 
 def test_expired_copies_are_evicted_at_listing_and_periodically(lab_server, sample_sources):
     source, _ = sample_sources["small"]
@@ -462,13 +487,21 @@ def test_unknown_endpoint_is_json_404(lab_server):
 # ------------------------------------------------------------------------------------------------ the snippet runs
 
 
-def test_item_code_snippet_opens_the_dataset(lab_server, sandbox_catalogue, tmp_path):
-    status, body = lab_server.api("GET", "search", params={"collections": ERA5, "limit": 1})
+@pytest.mark.parametrize(
+    "collection,dims",
+    [(ERA5, {"valid_time", "latitude", "longitude"}), (SENTINEL_2, {"time", "y", "x"}), (DT_EXTREMES, {"latitude", "longitude"})],
+)
+def test_item_code_snippet_opens_the_dataset(lab_server, sandbox_catalogue, tmp_path, collection, dims):
+    """The snippet "insert code" puts in a notebook runs in a fresh Python and gives the dataset (an orderable
+    item is ordered first)."""
+    status, body = lab_server.api("GET", "search", params={"collections": collection, "limit": 1})
     assert status == 200 and body["items"], body
-    code = body["items"][0]["code"] + "\nprint(dict(ds.sizes))\n"
+    code = body["items"][0]["code"]
+    assert ("catalogue.order(" in code) == (body["items"][0]["order_status"] == "orderable")
+    code += "\nprint(dict(ds.sizes))\n"
     env = {key: value for key, value in os.environ.items() if not key.startswith(("JUPYTERHUB_", "DESP_"))}
     env.update(DESP_CATALOGUE_URL=sandbox_catalogue.stac_url, DESP_ACCESS_TOKEN=sandbox_catalogue.token)
     result = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr[-3000:]
     sizes = ast.literal_eval(result.stdout.strip().splitlines()[-1])
-    assert {"valid_time", "latitude", "longitude"} <= set(sizes)
+    assert dims <= set(sizes), sizes

@@ -396,9 +396,8 @@ class ThumbnailHandler(DespApiHandler):
         if not href:
             raise DespApiError(404, f"The item {item_id!r} has no thumbnail.", None)
         data, content_type = await self.run_sdk(fetch_thumbnail, href)
-        self.set_header("Content-Type", content_type)
         self.set_header("Cache-Control", "private, max-age=3600")
-        self.finish(data)
+        self.finish(data, set_content_type=content_type)
 
 
 def fetch_thumbnail(href: str) -> tuple[bytes, str]:
