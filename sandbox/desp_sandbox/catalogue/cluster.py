@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import glob
+import hashlib
 import logging
 import os
 import pwd
@@ -73,17 +74,46 @@ class Cluster:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 
     def _prepare_directory(self) -> None:
+        if self.user is not None and self.directory.is_symlink():
+            self._use_directory(self.directory.resolve())  # placed beside the postgres home earlier (below)
         self.directory.mkdir(parents=True, exist_ok=True)
         if self.user is None:
             return
         os.chown(self.directory, self.user.pw_uid, self.user.pw_gid)
         os.chmod(self.directory, 0o700)
-        reachable = subprocess.run(["test", "-w", str(self.directory)], **self._as_user())
-        if reachable.returncode:
-            raise ClusterError(
-                f"the postgres user cannot reach {self.directory}: make its parent directories traversable "
-                "(chmod o+x) or choose a --data-dir outside a private home directory"
-            )
+        if not self._postgres_can_write(self.directory):
+            self._relocate()
+
+    def _postgres_can_write(self, directory: Path) -> bool:
+        return subprocess.run(["test", "-w", str(directory)], **self._as_user()).returncode == 0
+
+    def _use_directory(self, directory: Path) -> None:
+        self.directory = directory
+        self.data = directory / "data"
+        self.log_path = directory / "postgres.log"
+
+    def _relocate(self) -> None:
+        """The postgres user cannot enter a parent of the data dir (a private home, a 0700 temporary directory).
+
+        Keep the cluster under the postgres user's home instead, in a directory named after the data dir, and
+        leave a symlink in the data dir so later starts (and people) find it there.
+        """
+        link = self.directory
+        if any(link.iterdir()):
+            raise ClusterError(f"the postgres user cannot reach {link}, which already holds files; move the data dir "
+                               "somewhere whose parent directories others may traverse (chmod o+x)")
+        digest = hashlib.sha256(str(link.resolve()).encode()).hexdigest()[:16]
+        target = Path(self.user.pw_dir) / "desp-sandbox" / digest
+        target.mkdir(parents=True, exist_ok=True)
+        for directory in (target.parent, target):
+            os.chown(directory, self.user.pw_uid, self.user.pw_gid)
+            os.chmod(directory, 0o700)
+        if not self._postgres_can_write(target):
+            raise ClusterError(f"the postgres user can reach neither {link} nor {target}")
+        link.rmdir()
+        link.symlink_to(target, target_is_directory=True)
+        log.warning("the postgres user cannot reach %s; the cluster lives in %s (symlinked from there)", link, target)
+        self._use_directory(target)
 
     def initdb(self) -> bool:
         """Create the cluster unless it exists; True when it was created now."""
