@@ -19,6 +19,8 @@ from desp_lab.errors import InvalidParameter
 #: Page size when the caller gives none, and the largest one accepted.
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 200
+#: Largest page asked of the STAC API itself (its items are then cut into pages of the caller's size).
+MAX_STAC_PAGE_SIZE = 500
 #: With free text, items are matched here (the STAC item search has no free-text field): at most this many
 #: items of the catalogue search are looked through.
 MAX_ITEMS_SCANNED_FOR_TEXT = 2000
@@ -137,11 +139,12 @@ def search_page(catalogue, page: int = 1, limit: int = DEFAULT_PAGE_SIZE, text: 
     search = {key: value for key, value in search.items() if value not in (None, "", [], {})}
     wanted = page * limit + 1
     if text and text.strip():
-        results = catalogue.search(**search, limit=min(MAX_PAGE_SIZE, max(limit, 100)), max_items=MAX_ITEMS_SCANNED_FOR_TEXT)
+        results = catalogue.search(**search, limit=MAX_STAC_PAGE_SIZE, max_items=MAX_ITEMS_SCANNED_FOR_TEXT)
         items = [item for item in results.items if matches_text(item, text)]
         matched = len(items)
     else:
-        results = catalogue.search(**search, limit=limit, max_items=wanted)
+        # One STAC page holding everything up to the end of page `page` (plus one) when the server allows it.
+        results = catalogue.search(**search, limit=min(wanted, MAX_STAC_PAGE_SIZE), max_items=wanted)
         items = list(results.items)
         matched = getattr(results, "matched", None)
         if callable(matched):
