@@ -240,8 +240,8 @@ class Catalogue:
             if status in (401, 403):
                 raise DespError(f"The catalogue refused access to {what} (log in again?).", status=status) from None
             if status in (400, 422):
-                raise DespError(f"The catalogue rejected the request for {what}: {_short(str(error))}",
-                                status=400) from None
+                reason, field = _server_reason(str(error))
+                raise DespError(f"The catalogue rejected {what}: {reason}", field=field, status=400) from None
             raise ServiceUnavailable("catalogue", self.url, f"HTTP {status}") from None
         except (requests.ConnectionError, requests.Timeout) as error:
             raise ServiceUnavailable("catalogue", self.url, _connection_reason(error)) from None
@@ -532,8 +532,7 @@ def _progress_printer(progress, item_id: str):
 
     def show(item, elapsed, done=False):
         status = item.properties.get("order:status", "?")
-        line = f"\rOrder {item_id}: {status:<10} {elapsed:5.0f} s"
-        sys.stderr.write(line + ("\n" if done else ""))
+        sys.stderr.write("\n" if done else f"\rOrder {item_id}: {status:<10} {elapsed:5.0f} s")
         sys.stderr.flush()
 
     return show
@@ -545,6 +544,18 @@ def _connection_reason(error) -> str:
     if isinstance(error, requests.ConnectionError):
         return "cannot connect"
     return "cannot connect" if error is None else type(error).__name__
+
+
+def _server_reason(text: str) -> tuple[str, str | None]:
+    """The human part of a STAC API error body (`description`/`detail`/`message`) and the field it names."""
+    try:
+        body = _json(text)
+    except ValueError:
+        return _short(text), None
+    if not isinstance(body, dict):
+        return _short(text), None
+    reason = body.get("description") or body.get("detail") or body.get("message") or text
+    return _short(str(reason)), body.get("field") if isinstance(body.get("field"), str) else None
 
 
 def _short(text: str, limit: int = 200) -> str:

@@ -252,8 +252,13 @@ def test_sentinel2_items_load_through_odc_stac(cat, sandbox_catalogue):
     np.testing.assert_array_equal(dataset["B04"].isel(time=0, y=slice(0, 64), x=slice(0, 64)).values, expected)
 
 
+def _placeholder(cat) -> pystac.Item:
+    """An orderable placeholder (orders are stored in the same collection, so ask for the status)."""
+    return cat.search(collections=[EXTREMES], query={"order:status": {"eq": "orderable"}}, max_items=1)[0]
+
+
 def test_orderable_item_orders_waits_and_opens(cat):
-    placeholder = cat.search(collections=[EXTREMES], max_items=1)[0]
+    placeholder = _placeholder(cat)
     assert placeholder.properties["order:status"] == "orderable"
     with pytest.raises(DespError) as raised:
         cat.to_xarray(placeholder)
@@ -274,3 +279,31 @@ def test_order_of_an_item_without_retrieve_link_is_refused(cat):
     with pytest.raises(DespError) as raised:
         cat.order(item)
     assert raised.value.status == 400
+
+
+def _placeholder_asking_for(cat, **changes) -> pystac.Item:
+    placeholder = pystac.Item.from_dict(_placeholder(cat).to_dict())  # (Item.clone drops link fields)
+    retrieve = next(link for link in placeholder.links if link.rel == "retrieve")
+    retrieve.extra_fields["body"] = {**retrieve.extra_fields["body"], **changes}
+    return placeholder
+
+
+def test_failed_order_raises_with_the_servers_message(cat):
+    with pytest.raises(DespError) as raised:
+        cat.order(_placeholder_asking_for(cat, param="nosuchparam"), poll_interval=0.2, timeout=120, progress=False)
+    assert "failed" in str(raised.value) and "nosuchparam" in str(raised.value)
+
+
+def test_malformed_order_is_refused_with_the_servers_reason(cat):
+    with pytest.raises(DespError) as raised:
+        cat.order(_placeholder_asking_for(cat, date="yesterday"), progress=False)
+    assert (raised.value.status, raised.value.field) == (400, "date") and "YYYYMMDD" in str(raised.value)
+    assert "{" not in str(raised.value)  # the reason, not the JSON body
+
+
+def test_order_not_done_in_time_raises_and_progress_is_a_text_line(cat, capsys):
+    with pytest.raises(DespError) as raised:
+        cat.order(_placeholder(cat), timeout=0.05, poll_interval=0.01)
+    assert raised.value.status == 504 and "still" in str(raised.value)
+    line = capsys.readouterr().err
+    assert line.startswith("\rOrder ") and "ordered" in line and line.endswith("\n")
