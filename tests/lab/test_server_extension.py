@@ -35,10 +35,11 @@ JUPYTER_TOKEN = "desp-lab-test-token"
 class LabServer:
     """A `jupyter server` child process with the desp_lab extension from the installed config."""
 
-    def __init__(self, directory: Path, env: dict[str, str], config: dict | None = None):
+    def __init__(self, directory: Path, env: dict[str, str], config: dict | None = None, base_url: str = "/"):
         self.directory = directory
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.base_url = base_url
+        self.url = f"http://127.0.0.1:{self.port}{base_url.rstrip('/')}"
         directory.mkdir(parents=True, exist_ok=True)
         # A private config dir (so ~/.jupyter cannot interfere); the installed sys.prefix config still applies.
         config_dir = directory / "jupyter-config"
@@ -60,6 +61,7 @@ class LabServer:
             sys.executable, "-m", "jupyter_server",
             "--no-browser", "--ip=127.0.0.1", f"--port={self.port}", "--port-retries=0",
             f"--IdentityProvider.token={JUPYTER_TOKEN}", f"--ServerApp.root_dir={directory}",
+            f"--ServerApp.base_url={base_url}",
         ]
         if os.geteuid() == 0:
             args.append("--allow-root")
@@ -135,6 +137,8 @@ def lab_server(sandbox_catalogue, sample_sources, tmp_path_factory):
         },
         # The traitlet, set from the user's config file: evict expired copies every second.
         config={"DespLabExtension": {"eviction_interval": 1}},
+        # As under the hub: the server lives under /user/<name>/.
+        base_url="/user/researcher/",
     )
     server.cache_area = cache_area
     server.quota = quota
@@ -273,8 +277,9 @@ def test_thumbnails_come_through_the_proxy_with_the_users_token(lab_server):
     assert status == 200, body
     item = body["items"][0]
     path = f"collections/{urllib.parse.quote(SENTINEL_2)}/items/{urllib.parse.quote(item['id'])}/thumbnail"
-    assert item["thumbnail"] == f"/desp/api/{path}"
-    request = urllib.request.Request(f"{lab_server.url}{item['thumbnail']}", headers={"Authorization": f"token {JUPYTER_TOKEN}"})
+    assert item["thumbnail"] == f"/user/researcher/desp/api/{path}"
+    origin = lab_server.url.split("/user/", 1)[0]
+    request = urllib.request.Request(f"{origin}{item['thumbnail']}", headers={"Authorization": f"token {JUPYTER_TOKEN}"})
     with urllib.request.urlopen(request, timeout=60) as response:
         assert response.status == 200
         assert response.headers["Content-Type"] == "image/png"

@@ -108,7 +108,7 @@ class DespLabExtension(ExtensionApp):
 
     def initialize_handlers(self):
         self.handlers.extend(handlers())
-        if self.eviction_interval > 0:
+        if self.eviction_interval > 0 and self.cache_url:
             self._eviction = PeriodicCallback(self._evict_expired, self.eviction_interval * 1000)
             self._eviction.start()
 
