@@ -150,11 +150,20 @@ class SearchWidget(widgets.VBox):
         return self.results[index]
 
     def selected_dataset(self, **kwargs):
-        """The selected item opened lazily as an xarray Dataset (`kwargs` go to the SDK's `open_item`)."""
+        """The selected item opened lazily as an xarray Dataset (`kwargs` go to the SDK's `to_xarray`).
+
+        An orderable placeholder (`order:status=orderable`) is ordered first, waiting until its data is ready.
+        """
         item = self.selected_item
         if item is None:
             raise DespError("Select a search result first.", field="item", status=400)
-        return self._catalogue().open_item(item.collection_id, item.id, **kwargs)
+        catalogue = self._catalogue()
+        if item.properties.get("order:status") == "orderable":
+            self.message.value = html.escape(f"Ordering {item.id}; this waits until the data is ready.")
+            item = catalogue.order(item)
+            self.message.value = html.escape(f"Ordered {item.id}: ready.")
+            return catalogue.to_xarray(item, **kwargs)
+        return catalogue.open_item(item.collection_id, item.id, **kwargs)
 
     to_xarray = selected_dataset
 

@@ -94,6 +94,17 @@ def test_selected_result_opens_in_xarray(catalogue):
     assert widget.to_xarray().sizes == dataset.sizes
 
 
+def test_orderable_result_is_ordered_then_opened(catalogue):
+    widget = SearchWidget(catalogue=catalogue, page_size=1)
+    widget.collection.value = "EO.ECMWF.DAT.DT_EXTREMES"
+    widget.search_button.click()
+    assert widget.selected_item.properties["order:status"] == "orderable"
+    assert "catalogue.order(" in widget.code.value
+    dataset = widget.selected_dataset()
+    assert {"latitude", "longitude"} <= set(dataset.sizes)
+    assert "ready" in widget.message.value
+
+
 @pytest.mark.parametrize("bbox", ["1,2,3", "a,b,c,d", "10,0,20,95"])
 def test_malformed_bbox_is_a_message_not_a_traceback(catalogue, bbox):
     widget = SearchWidget(catalogue=catalogue)
