@@ -16,8 +16,11 @@ data directory). Every process is a `ManagedProcess`, stopped by its PID.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import re
+import secrets
 import shutil
 import sys
 import tempfile
@@ -78,15 +81,20 @@ class IdpProcess:
         """A user's access token through the login form, as a scripted Keycloak login does (auth code flow)."""
         browser = requests.Session()
         redirect_uri = "http://127.0.0.1:9/hub/oauth_callback"
+        verifier = secrets.token_urlsafe(48)
+        challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
         page = browser.get(f"{self.oidc}/auth", params={"client_id": "desp-hub", "redirect_uri": redirect_uri,
-                                                          "response_type": "code", "scope": "openid",
-                                                          "state": "s"}, timeout=10)  # fmt: skip
+                                                          "response_type": "code", "scope": "openid", "state": "s",
+                                                          "code_challenge": challenge,
+                                                          "code_challenge_method": "S256"},
+                           allow_redirects=False, timeout=10)  # fmt: skip
+        page.raise_for_status()
         action = unescape(re.search(r'id="kc-form-login"[^>]*\baction="([^"]+)"', page.text)[1])
         answer = browser.post(action, data={"username": username, "password": password or f"{username}-demo"},
                               allow_redirects=False, timeout=10)  # fmt: skip
         code = re.search(r"[?&]code=([^&]+)", answer.headers["Location"])[1]
         tokens = requests.post(self.token_url, data={"grant_type": "authorization_code", "code": code,
-                                                     "redirect_uri": redirect_uri},
+                                                     "redirect_uri": redirect_uri, "code_verifier": verifier},
                                auth=("desp-hub", HUB_SECRET), timeout=10)  # fmt: skip
         tokens.raise_for_status()
         return tokens.json()["access_token"]

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 from . import datasets as ds
 
-STAC_VERSION = "1.0.0"
+STAC_VERSION = "1.1.0"
 PREFIX = "/stac/v2"
 ZARR = "application/vnd+zarr"
 COG = "image/tiff; application=geotiff; profile=cloud-optimized"

@@ -73,6 +73,20 @@ def announce_when_ready(url: str, stop: threading.Event) -> None:
         stop.wait(0.1)
 
 
+def _import_app():
+    """Import uvicorn and the app (FastAPI, stac-fastapi: seconds of imports), for a worker thread.
+
+    jsonschema imports the optional IRI checker `rfc3987_syntax` when it is installed, which builds a parser at
+    import time (~4 s here); nothing in the catalogue checks IRI formats, so that optional import is declined.
+    """
+    sys.modules.setdefault("rfc3987_syntax", None)  # None in sys.modules: `import` raises ImportError
+    import uvicorn
+
+    from .app import create_app
+
+    return uvicorn, create_app
+
+
 def _interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -89,14 +103,12 @@ def main(argv=None) -> int:
     local_host = "127.0.0.1" if args.ip in ("0.0.0.0", "") else args.ip
     cluster = Cluster(data_dir / "catalogue" / "pg")
     try:
-        with ThreadPoolExecutor(1) as pool:
+        with ThreadPoolExecutor(2) as pool:  # the slow imports and the data beside the database start
+            importing = pool.submit(_import_app)
             generating = pool.submit(sample_data.generate, cache_dir)
             cluster.start()
             seed(cluster.dsn(), base_url)
-            import uvicorn  # slow imports (FastAPI, stac-fastapi) while the data is being written
-
-            from .app import create_app
-
+            uvicorn, create_app = importing.result()
             generating.result()
         log.info("catalogue prepared in %.1fs", time.monotonic() - started)
         app = create_app(cluster.port, base_url, cache_dir, args.jwks_url, args.issuer, args.order_delay)
@@ -111,8 +123,8 @@ def main(argv=None) -> int:
     except ClusterError as error:
         log.error("%s", error)
         return 2
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt:  # SIGINT/SIGTERM: the ordinary way to stop a server
+        return 0
     finally:
         cluster.stop()
 
