@@ -319,6 +319,16 @@ def test_search_query_extension(lab_server, sandbox_catalogue):
     )
 
 
+def test_search_get_takes_repeated_collections(lab_server):
+    status, joined = lab_server.api("GET", "search", params={"collections": f"{ERA5},{SENTINEL_2}", "limit": 100})
+    assert status == 200, joined
+    url_params = [("collections", ERA5), ("collections", SENTINEL_2), ("limit", "100")]
+    status, repeated = lab_server.api("GET", "search?" + urllib.parse.urlencode(url_params))
+    assert status == 200, repeated
+    assert repeated["items"] == joined["items"]
+    assert {item["collection"] for item in joined["items"]} == {ERA5, SENTINEL_2}
+
+
 def test_search_free_text_matches_items(lab_server):
     status, body = lab_server.api("GET", "search", params={"collections": f"{ERA5},{SENTINEL_2}", "q": "sentinel"})
     assert status == 200, body

@@ -242,6 +242,9 @@ class SearchHandler(DespApiHandler):
     @authorized
     async def get(self):
         params = {name: self.get_query_argument(name) for name in self.request.query_arguments}
+        if "collections" in params:
+            # Both `collections=a,b` and `collections=a&collections=b`.
+            params["collections"] = ",".join(self.get_query_arguments("collections"))
         await self._search(params)
 
     @tornado.web.authenticated
