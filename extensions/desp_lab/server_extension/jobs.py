@@ -103,9 +103,10 @@ class CacheRequestJobs:
             except DespError as error:
                 job.status, job.error, job.message = FAILED, error, error.message
             except Exception as error:  # anything else the copy raised: report it, keep the server up
-                job.status, job.message = FAILED, f"The copy failed: {type(error).__name__}: {error}"
+                # The type only: the text of an arbitrary error may carry a signed URL.
+                job.status, job.message = FAILED, f"The copy failed ({type(error).__name__}); the server log has details."
                 if self._log is not None:
-                    self._log.warning("DESP cache request %s from %s failed", job.id, source, exc_info=True)
+                    self._log.warning("DESP cache request %s from %s failed", job.id, source.split("?", 1)[0], exc_info=True)
             else:
                 job.manifest = dict(manifest) if manifest is not None else None
                 size = (job.manifest or {}).get("size")
