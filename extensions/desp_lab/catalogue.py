@@ -539,7 +539,8 @@ def _progress_printer(progress, item_id: str):
 
 
 def _connection_reason(error) -> str:
-    if isinstance(error, requests.Timeout):
+    # With pystac-client's retries a read timeout arrives as ConnectionError(MaxRetryError(ReadTimeoutError)).
+    if isinstance(error, requests.Timeout) or (error is not None and "timed out" in str(error)):
         return "no answer in time"
     if isinstance(error, requests.ConnectionError):
         return "cannot connect"

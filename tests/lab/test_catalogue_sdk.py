@@ -8,6 +8,8 @@ ordered and waited for, and its download link opens.
 """
 
 import math
+import socket
+import time
 from pathlib import Path
 
 import numpy as np
@@ -184,6 +186,26 @@ def test_unknown_collection_and_item_are_not_found(cat):
         with pytest.raises(NotFound) as raised:
             operation()
         assert raised.value.status == 404 and "NOPE" in str(raised.value) or "NO_SUCH_ITEM" in str(raised.value)
+
+
+def test_a_catalogue_that_does_not_answer_is_service_unavailable():
+    # A socket that accepts connections but never answers: the request times out.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/stac/v2"
+        started = time.monotonic()
+        with pytest.raises(ServiceUnavailable) as raised:
+            Catalogue(url, token="unused", timeout=1).collections()
+    assert time.monotonic() - started < 10
+    assert raised.value.status == 502 and "no answer in time" in str(raised.value)
+
+
+def test_the_token_is_asked_at_request_time_not_before(sandbox_catalogue, token):
+    cat = Catalogue(sandbox_catalogue.stac_url, token=token)
+    assert token.calls == 0
+    cat.collections()
+    assert token.calls >= 1
 
 
 def test_catalogue_down_is_service_unavailable_with_a_plain_message():
