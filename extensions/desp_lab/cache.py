@@ -177,33 +177,33 @@ class Cache:
 
         Accepted: a relative path, or an absolute path / full URL that lies inside the area.
         """
-        text = "" if path is None else os.fspath(path)
+        original = text = "" if path is None else os.fspath(path)
         if "\x00" in text:
             raise InvalidParameter("path", "contains a NUL character")
         if "://" in text:
             if text.rstrip("/") == self.url:
                 return ""
             if not text.startswith(self.url + "/"):
-                raise PathOutsideCache(text)
+                raise PathOutsideCache(original)
             text = text[len(self.url) + 1 :]
         elif text.startswith("/"):
             root = self._absolute_root.rstrip("/")
             if text.rstrip("/") == root:
                 return ""
             if not text.startswith(root + "/"):
-                raise PathOutsideCache(text)
+                raise PathOutsideCache(original)
             text = text[len(root) + 1 :]
         normal = posixpath.normpath(text.replace("\\", "/")) if text else ""
         if normal in ("", "."):
             return ""
         if normal == ".." or normal.startswith("../") or normal.startswith("/"):
-            raise PathOutsideCache(text)
+            raise PathOutsideCache(original)
         if self.protocol == "file":
             # A symlink inside a local area must not lead out of it.
             real_root = os.path.realpath(self.root)
             real = os.path.realpath(os.path.join(self.root, normal))
             if real != real_root and not real.startswith(real_root + os.sep):
-                raise PathOutsideCache(text)
+                raise PathOutsideCache(original)
         return normal
 
     def full_path(self, path: str | os.PathLike | None) -> str:

@@ -380,3 +380,18 @@ def test_request_copies_a_zarr_store_served_over_http(sandbox_catalogue, era5_sa
     assert sorted(p.relative_to(copied).as_posix() for p in copied.rglob("*") if p.is_file()) == source_files
     assert entry["size"] == _tree_size(era5_sample) == progress[-1] and progress == sorted(progress)
     xr.testing.assert_identical(cache.open_zarr(entry["path"]).load(), xr.open_zarr(era5_sample).load())
+
+
+def test_request_copies_from_s3(area, s3_env, small_store):
+    """An s3:// source: with the area's own options when the area is on the same S3, else with explicit ones."""
+    bucket = s3_env.create_bucket()
+    client = s3_env.client()
+    for path in small_store.rglob("*"):
+        if path.is_file():
+            client.upload_file(str(path), bucket, f"products/small.zarr/{path.relative_to(small_store).as_posix()}")
+    options = None if area.protocol == "s3" else s3_env.storage_options()
+    entry = area.request(f"s3://{bucket}/products/small.zarr", retention_days=1, source_storage_options=options)
+    assert entry["name"] == "small.zarr" and entry["size"] == _tree_size(small_store)
+    xr.testing.assert_identical(area.open_zarr("small.zarr").load(), xr.open_zarr(small_store, consolidated=False).load())
+    with pytest.raises(NotFound):
+        area.request(f"s3://{bucket}/products/missing.zarr", source_storage_options=options)
