@@ -17,6 +17,7 @@ data directory). Every process is a `ManagedProcess`, stopped by its PID.
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import os
 import re
@@ -207,20 +208,40 @@ class SandboxCatalogue:
         return {"Authorization": f"Bearer {self.token}"}
 
 
+def seed_cache(cache_dir: Path, tmp_path_factory) -> None:
+    """Under xdist, generate the sample data once per test run and give each worker its own copy of it.
+
+    The catalogue would generate it itself (deterministically); sharing saves every worker after the first the
+    ~10 s of generation. Each worker gets a real copy, so what a test writes into its cache stays its own.
+    """
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    from desp_sandbox.catalogue import sample_data
+
+    shared = tmp_path_factory.getbasetemp().parent / "desp-sample-data"
+    shared.mkdir(exist_ok=True)
+    with open(shared.parent / "desp-sample-data.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one worker generates, the others wait for it
+        sample_data.generate(shared)
+    shutil.copytree(shared, cache_dir, ignore=shutil.ignore_patterns(".*.tmp*", "orders"))
+
+
 @pytest.fixture(scope="session")
-def sandbox_catalogue():
+def sandbox_catalogue(tmp_path_factory):
     workdir = make_data_dir()
+    data_dir = workdir / "data"
+    data_dir.mkdir(mode=0o755)
     idp = IdpProcess(workdir)
-    catalogue = CatalogueProcess(workdir / "data", "", None)
+    catalogue = None
     try:
         idp.start()
-        catalogue.jwks_url, catalogue.issuer = idp.jwks_url, idp.issuer
-        catalogue.data_dir.mkdir()
-        catalogue.data_dir.chmod(0o755)
+        seed_cache(data_dir / "cache", tmp_path_factory)
+        catalogue = CatalogueProcess(data_dir, idp.jwks_url, idp.issuer)
         catalogue.log_path = workdir / "catalogue.log"
         catalogue.start()
         yield SandboxCatalogue(idp, catalogue)
     finally:
-        catalogue.stop()
+        if catalogue is not None:
+            catalogue.stop()
         idp.stop()
         shutil.rmtree(workdir, ignore_errors=True)

@@ -138,6 +138,14 @@ def test_cql2_json_filter(sandbox_catalogue):
     assert sorted(f["properties"]["eo:cloud_cover"] for f in page["features"]) == [2.5, 11.0]
 
 
+def test_cql2_in_filter_selects_several_parameters(sandbox_catalogue):
+    """HDA clients ask for several parameters at once; with CQL2 that is `in`."""
+    body = {"collections": [CLIMATE_DT], "filter-lang": "cql2-json",
+            "filter": {"op": "in", "args": [{"property": "ecmwf:param"}, ["2t", "2d"]]}}  # fmt: skip
+    page = post_search(sandbox_catalogue, body)
+    assert sorted(f["properties"]["ecmwf:param"] for f in page["features"]) == ["2d", "2t"]
+
+
 def test_cql2_text_filter_get(sandbox_catalogue):
     page = get(f"{sandbox_catalogue.stac_url}/search", collections=EXTREMES, **{"filter-lang": "cql2-text"},
                filter="\"ecmwf:param\" = '10u' AND \"ecmwf:date\" >= '20240504'")  # fmt: skip

@@ -7,6 +7,7 @@ import numpy as np
 import pystac
 import pytest
 import rasterio
+import rasterio.errors
 import requests
 import xarray as xr
 from jsonschema import Draft7Validator
@@ -64,6 +65,7 @@ def test_a_small_window_touches_few_chunks(sandbox_catalogue):
     assert touched <= 12
 
 
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")  # the PNG preview, on purpose
 def test_cogs_are_tiled_uint16_utm_with_overviews(sandbox_catalogue):
     scenes = sorted(sandbox_catalogue.cache_dir.glob("sentinel-2/*/*/*/*/*"))
     assert len(scenes) == 6

@@ -44,6 +44,16 @@ def _bitround(values: np.ndarray, keepbits: int = 12) -> np.ndarray:
     return ((bits + half) & mask).view(np.float32)
 
 
+def _move_into_place(temporary: Path, target: Path) -> None:
+    """Rename a finished product into place; if another process finished the same product first, keep theirs."""
+    try:
+        temporary.rename(target)
+    except OSError:
+        if not target.exists():
+            raise
+        shutil.rmtree(temporary, ignore_errors=True)
+
+
 # Grids (Zarr) ---------------------------------------------------------------------------------------------------
 
 
@@ -120,7 +130,7 @@ def write_grid(product: ds.GridProduct, cache_dir: Path) -> Path:
     compressor = numcodecs.Blosc(cname="zstd", clevel=5, shuffle=numcodecs.Blosc.SHUFFLE)
     encoding = {v.name: {"chunks": product.chunks, "compressors": [compressor]} for v in product.variables}
     grid_dataset(product).to_zarr(temporary, zarr_format=2, consolidated=True, encoding=encoding)
-    temporary.rename(target)
+    _move_into_place(temporary, target)
     return target
 
 
@@ -219,7 +229,7 @@ def write_scene(scene: ds.Scene, cache_dir: Path) -> Path:
     """Write a scene's COGs and thumbnail into its directory, via a temporary directory."""
     import rasterio
     import rasterio.errors
-    from rasterio.transform import from_origin
+    from affine import Affine
 
     target = cache_dir / scene.directory
     temporary = target.with_name(f".{target.name}.tmp-{os.getpid()}")
@@ -233,7 +243,7 @@ def write_scene(scene: ds.Scene, cache_dir: Path) -> Path:
             profile = {
                 "driver": "COG", "width": array.shape[1], "height": array.shape[0], "count": 1,
                 "dtype": array.dtype.name, "crs": f"EPSG:{ds.S2_EPSG}", "nodata": 0,
-                "transform": from_origin(scene.tile.x0, scene.tile.y0, gsd, gsd),
+                "transform": Affine(gsd, 0.0, scene.tile.x0, 0.0, -gsd, scene.tile.y0),
                 "blocksize": ds.S2_BLOCK, "compress": "DEFLATE", "predictor": 2, "overview_count": 1,
                 "overview_resampling": "nearest" if name == ds.SCL else "average",
             }  # fmt: skip
@@ -246,7 +256,7 @@ def write_scene(scene: ds.Scene, cache_dir: Path) -> Path:
             with rasterio.open(temporary / files["thumbnail"], "w", driver="PNG", width=preview.shape[2],
                                height=preview.shape[1], count=3, dtype="uint8") as png:  # fmt: skip
                 png.write(preview)
-    temporary.rename(target)
+    _move_into_place(temporary, target)
     return target
 
 
