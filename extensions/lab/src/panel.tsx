@@ -99,10 +99,10 @@ const FIELD_INPUTS: { [field: string]: Array<keyof ISearchForm> } = {
   q: ['text']
 };
 
-function searchParams(form: ISearchForm, page: number): { [key: string]: string | number | null } {
+function searchParams(form: ISearchForm, page: number): { [key: string]: string | string[] | number | null } {
   const corners = [form.west, form.south, form.east, form.north].map(value => value.trim());
   return {
-    collections: form.collection || null,
+    collections: form.collection ? [form.collection] : null,
     // Sent as typed (even incomplete): the server checks it and names the field when it is wrong.
     bbox: corners.some(value => value !== '') ? corners.join(',') : null,
     datetime: datetimeInterval(form.from, form.to),
@@ -359,7 +359,12 @@ function SearchSection(props: { actions: IPanelActions; onCopied: () => void }):
     setMessage(null);
     setNotice(null);
     try {
-      const answer = await requestAPI<ISearchPage>(`search${queryString(searchParams(source, page))}`);
+      // POST: a GET would carry the cache-busting timestamp parameter ServerConnection adds to every GET,
+      // which the search refuses as an unknown parameter.
+      const body = Object.fromEntries(
+        Object.entries(searchParams(source, page)).filter(([, value]) => value !== null && value !== '')
+      );
+      const answer = await requestAPI<ISearchPage>('search', { method: 'POST', body: JSON.stringify(body) });
       searched.current = source;
       setResults(answer);
       if (!collections.length) {
@@ -578,58 +583,50 @@ function CacheSection(props: { refreshKey: number }): JSX.Element {
       </div>
       <Message message={message} testid="desp-cache-message" />
       {listing && (
-        <table className="desp-cache-table" data-testid="desp-cache-table">
-          <thead>
-            <tr>
-              <th>Name</th>
-              <th>Size</th>
-              <th>Retention</th>
-            </tr>
-          </thead>
-          <tbody>
-            {listing.entries.length === 0 && (
-              <tr>
-                <td colSpan={3} className="desp-empty" data-testid="desp-cache-empty">
-                  This folder is empty.
-                </td>
-              </tr>
-            )}
-            {listing.entries.map(entry => (
-              <tr
-                key={entry.path}
-                className={`desp-cache-entry desp-cache-${entry.type}`}
-                data-testid="desp-cache-entry"
-                data-path={entry.path}
-                data-type={entry.type}
-              >
-                <td className="desp-cache-name">
-                  {entry.type === 'directory' ? (
-                    <button
-                      className="desp-link"
-                      data-testid="desp-cache-open"
-                      title={`open ${entry.path}`}
-                      onClick={() => void load(entry.path)}
-                    >
-                      <folderIcon.react tag="span" className="desp-cache-icon" />
-                      {entry.name}
-                    </button>
-                  ) : (
-                    <span title={entry.path}>
-                      <fileIcon.react tag="span" className="desp-cache-icon" />
-                      {entry.name}
-                    </span>
-                  )}
-                </td>
-                <td className="desp-cache-size" data-testid="desp-cache-size">
+        <ul className="desp-cache-list" data-testid="desp-cache-table">
+          {listing.entries.length === 0 && (
+            <li className="desp-empty" data-testid="desp-cache-empty">
+              This folder is empty.
+            </li>
+          )}
+          {listing.entries.map(entry => (
+            <li
+              key={entry.path}
+              className={`desp-cache-entry desp-cache-${entry.type}`}
+              data-testid="desp-cache-entry"
+              data-path={entry.path}
+              data-type={entry.type}
+            >
+              <div className="desp-cache-name">
+                {entry.type === 'directory' ? (
+                  <button
+                    className="desp-link"
+                    data-testid="desp-cache-open"
+                    title={`open ${entry.path}`}
+                    onClick={() => void load(entry.path)}
+                  >
+                    <folderIcon.react tag="span" className="desp-cache-icon" />
+                    {entry.name}
+                  </button>
+                ) : (
+                  <span title={entry.path}>
+                    <fileIcon.react tag="span" className="desp-cache-icon" />
+                    {entry.name}
+                  </span>
+                )}
+              </div>
+              <div className="desp-cache-meta">
+                <span className="desp-cache-size" data-testid="desp-cache-size">
                   {humanBytes(entry.size)}
-                </td>
-                <td className="desp-cache-expires" data-testid="desp-cache-expires">
+                </span>
+                {' · '}
+                <span className="desp-cache-expires" data-testid="desp-cache-expires">
                   {retentionLabel(entry.expires)}
-                </td>
-              </tr>
-            ))}
-          </tbody>
-        </table>
+                </span>
+              </div>
+            </li>
+          ))}
+        </ul>
       )}
     </section>
   );
