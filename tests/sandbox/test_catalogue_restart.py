@@ -6,6 +6,7 @@ import os
 import shutil
 import struct
 import time
+from pathlib import Path
 
 import requests
 
@@ -82,3 +83,32 @@ def test_restart_reuses_the_cluster_and_keeps_orders(sandbox_catalogue):
         first.stop()
         second.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def test_cluster_moves_beside_postgres_home_when_the_data_dir_is_private(tmp_path):
+    """pytest's tmp dirs are private to root: the cluster goes under the postgres home, symlinked from the data dir,
+    and is removed by a later relocation once its data dir is gone."""
+    import pwd
+
+    from desp_sandbox.catalogue.cluster import Cluster
+
+    if os.geteuid() != 0:
+        return  # only root has to hand the cluster to the postgres user
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    first = Cluster(private / "one" / "catalogue" / "pg")
+    assert first.initdb()
+    link = private / "one" / "catalogue" / "pg"
+    assert link.is_symlink()
+    target = link.resolve()
+    assert target.parent == Path(pwd.getpwnam("postgres").pw_dir) / "desp-sandbox"
+    assert (link / "data" / "PG_VERSION").exists()
+    assert not Cluster(link).initdb()  # reused through the symlink, not made again
+
+    shutil.rmtree(private / "one")
+    second = Cluster(private / "two" / "catalogue" / "pg")
+    try:
+        second.initdb()
+        assert not target.exists(), "the orphaned cluster of the deleted data dir was left behind"
+    finally:
+        shutil.rmtree((private / "two" / "catalogue" / "pg").resolve(), ignore_errors=True)

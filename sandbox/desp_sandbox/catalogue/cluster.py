@@ -52,6 +52,35 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGINT)
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_orphans(parent: Path, keep: Path) -> None:
+    """Delete relocated clusters whose data dir is gone (e.g. a test's temporary directory) and that do not run."""
+    for directory in parent.iterdir():
+        owner = directory / "data-dir"
+        if directory == keep or not owner.is_file():
+            continue
+        link = Path(owner.read_text().strip())
+        if link.is_symlink() or link.exists():
+            continue
+        pid_file = directory / "data" / "postmaster.pid"
+        try:
+            if pid_file.exists() and _pid_alive(int(pid_file.read_text().split()[0])):
+                continue
+        except (OSError, ValueError, IndexError):
+            continue
+        shutil.rmtree(directory, ignore_errors=True)
+        log.info("removed the cluster of the deleted data dir %s", link)
+
+
 class Cluster:
     """A PostgreSQL cluster in `directory` (created by initdb on first start, reused afterwards)."""
 
@@ -110,6 +139,8 @@ class Cluster:
             os.chmod(directory, 0o700)
         if not self._postgres_can_write(target):
             raise ClusterError(f"the postgres user can reach neither {link} nor {target}")
+        (target / "data-dir").write_text(str(link))  # whose cluster this is, for the clean-up below
+        _remove_orphans(target.parent, keep=target)
         link.rmdir()
         link.symlink_to(target, target_is_directory=True)
         log.warning("the postgres user cannot reach %s; the cluster lives in %s (symlinked from there)", link, target)
