@@ -1,6 +1,8 @@
 """The sandbox STAC API, driven over HTTP: landing page, collections, search (GET/POST), paging, query, CQL2 filter,
 sortby, errors. Everything runs against the real server from the `sandbox_catalogue` fixture."""
 
+import json
+
 import pytest
 import requests
 
@@ -85,10 +87,12 @@ def test_bbox_excludes_items_elsewhere(sandbox_catalogue):
     assert page["features"] == []
 
 
-def follow_pages(catalogue, first_url=None, body=None):
+def follow_pages(catalogue, first_url=None, body=None, first_page=None):
     """All pages of a search, following `next` links exactly as the server gives them."""
     pages = []
-    if body is not None:
+    if first_page is not None:
+        page = first_page
+    elif body is not None:
         page = post_search(catalogue, body)
     else:
         page = get(first_url)
@@ -128,6 +132,22 @@ def test_query_extension_on_ecmwf_param(sandbox_catalogue):
     assert len(page["features"]) == 2 + 6
     one = post_search(sandbox_catalogue, {"collections": [CLIMATE_DT], "query": {"ecmwf:param": {"eq": "2d"}}})
     assert [f["properties"]["ecmwf:variable"] for f in one["features"]] == ["2m_dewpoint_temperature"]
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_query_eq_with_a_list_means_any_of_them(sandbox_catalogue, method):
+    """The Data Lake HDA's form `{"ecmwf:param": {"eq": [...]}}`, beside another term, across pages."""
+    query = {"ecmwf:param": {"eq": ["2t", "msl"]}, "ecmwf:date": {"gte": "20240505"},
+             "order:status": {"eq": "orderable"}}  # fmt: skip
+    if method == "POST":
+        page = post_search(sandbox_catalogue, {"collections": [EXTREMES], "query": query, "limit": 3})
+    else:
+        page = get(f"{sandbox_catalogue.stac_url}/search", collections=EXTREMES, query=json.dumps(query), limit=3)
+    expected = {"DT_EXTREMES_2T_20240505", "DT_EXTREMES_2T_20240506", "DT_EXTREMES_MSL_20240505",
+                "DT_EXTREMES_MSL_20240506"}  # fmt: skip
+    pages = follow_pages(sandbox_catalogue, first_page=page)  # the next links keep the meaning
+    assert [len(ids(p)) for p in pages] == [3, 1]
+    assert {i for p in pages for i in ids(p)} == expected
 
 
 def test_cql2_json_filter(sandbox_catalogue):

@@ -17,6 +17,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from stac_fastapi.pgstac.app import instantiate_api
 from stac_fastapi.pgstac.config import PostgresSettings, Settings
+from stac_fastapi.pgstac.core import CoreCrudClient
 from stac_fastapi.pgstac.db import close_db_connection, connect_to_db
 from stac_fastapi.pgstac.models.extensions import Extensions
 
@@ -26,6 +27,37 @@ from .cache import CacheFiles
 from .records import PREFIX
 
 log = logging.getLogger("desp_sandbox.catalogue")
+
+
+QUERY_OPS = {"eq": "=", "ne": "<>", "neq": "<>", "lt": "<", "lte": "<=", "gt": ">", "gte": ">="}
+
+
+def query_as_cql2(query: dict) -> dict:
+    """The query extension's terms as one CQL2-JSON expression; `{"eq": [a, b]}` (HDA's form) becomes `in`."""
+    terms = []
+    for name, ops in query.items():
+        for op, value in ops.items():
+            op = getattr(op, "value", op)
+            if op == "eq" and isinstance(value, list):
+                terms.append({"op": "in", "args": [{"property": name}, value]})
+            else:
+                terms.append({"op": QUERY_OPS[op], "args": [{"property": name}, value]})
+    return terms[0] if len(terms) == 1 else {"op": "and", "args": terms}
+
+
+class HdaClient(CoreCrudClient):
+    """pgstac's own client, also accepting the Data Lake HDA's list form of `query`: `{"ecmwf:param": {"eq":
+    ["2t", "2d"]}}` means any of them. pgstac would compare the property with the whole list (no match), so such a
+    query is handed to pgstac as the equivalent CQL2 filter (`in`). (`query` and `filter` together are refused by
+    stac-fastapi-pgstac's request model before this point.)"""
+
+    async def _search_base(self, search_request, request):
+        query = search_request.query or {}
+        if any(isinstance(ops, dict) and isinstance(ops.get("eq"), list) for ops in query.values()):
+            search_request.query = None
+            search_request.filter_expr = query_as_cql2(query)
+            search_request.filter_lang = "cql2-json"
+        return await super()._search_base(search_request, request)
 
 
 class RootAlias:
@@ -64,7 +96,8 @@ def create_app(pg_port: int, base_url: str, cache_dir: Path, jwks_url: str, issu
             task.cancel()
         await close_db_connection(app)
 
-    api = instantiate_api(extensions=Extensions(settings=settings), settings=settings, lifespan=lifespan)
+    api = instantiate_api(client=HdaClient, extensions=Extensions(settings=settings), settings=settings,
+                          lifespan=lifespan)  # fmt: skip
     app = api.app
     app.state.orders = orders.OrderContext(base_url=base_url, cache_dir=Path(cache_dir), verifier=verifier,
                                            delay=order_delay)  # fmt: skip
