@@ -523,3 +523,29 @@ def test_item_code_snippet_opens_the_dataset(lab_server, sandbox_catalogue, tmp_
     assert result.returncode == 0, result.stderr[-3000:]
     sizes = ast.literal_eval(result.stdout.strip().splitlines()[-1])
     assert dims <= set(sizes), sizes
+
+
+# ------------------------------------------------------------------------------------------------ configuration
+
+
+def test_settings_default_to_the_hub_environment_and_config_overrides(monkeypatch):
+    from traitlets.config import Config
+
+    from desp_lab.server_extension import DespLabExtension
+
+    monkeypatch.setenv("DESP_CATALOGUE_URL", "http://catalogue.example/stac/v2")
+    monkeypatch.setenv("DESP_CACHE_URL", "s3://desp-cache/users/researcher")
+    monkeypatch.setenv("DESP_CACHE_STORAGE_OPTIONS", '{"endpoint_url": "http://s3.example"}')
+    monkeypatch.setenv("DESP_CACHE_QUOTA_BYTES", "12345")
+    from_env = DespLabExtension()
+    assert from_env.catalogue_url == "http://catalogue.example/stac/v2"
+    assert from_env.cache_url == "s3://desp-cache/users/researcher"
+    assert from_env.cache_storage_options == {"endpoint_url": "http://s3.example"}
+    assert from_env.cache_quota_bytes == 12345
+    assert from_env.eviction_interval == 600
+
+    config = Config({"DespLabExtension": {"catalogue_url": "http://other/stac/v2", "eviction_interval": 5}})
+    configured = DespLabExtension(config=config)
+    assert configured.catalogue_url == "http://other/stac/v2" and configured.eviction_interval == 5
+    for name in ("catalogue_url", "cache_url", "cache_storage_options", "cache_quota_bytes", "eviction_interval"):
+        assert DespLabExtension.class_traits()[name].help, name
