@@ -235,7 +235,8 @@ class Cache:
             if not isinstance(error, (ConnectionError, TimeoutError, OSError)):
                 raise
             if isinstance(error, (PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError)):
-                raise DespError(f"Cannot {what} {path!r}: {error.strerror or error}", field="path", status=403) from None
+                raise DespError(f"Cannot {what} {path!r}: {error.strerror or error}", field="path",
+                                status=403) from None
             raise ServiceUnavailable("cache", self.url, type(error).__name__) from None
 
     # -- reading ------------------------------------------------------------------------------------------------
@@ -446,7 +447,8 @@ class Cache:
             for source_path, inner, _ in files:
                 target = f"{destination}/{inner}" if inner else destination
                 fs.makedirs(posixpath.dirname(target), exist_ok=True)
-                with source_fs.open(source_path, "rb", block_size=COPY_BLOCK_BYTES) as reader, fs.open(target, "wb") as writer:
+                reader = source_fs.open(source_path, "rb", block_size=COPY_BLOCK_BYTES)
+                with reader, fs.open(target, "wb") as writer:
                     while block := reader.read(COPY_BLOCK_BYTES):
                         writer.write(block)
                         done += len(block)

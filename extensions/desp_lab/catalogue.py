@@ -38,6 +38,7 @@ from .errors import DespError, InvalidParameter, NotFound, ServiceUnavailable
 
 ZARR_MEDIA_TYPES = ("application/vnd+zarr", "application/vnd.zarr", "application/x-zarr")
 COG_MEDIA_TYPE = "image/tiff"
+COG_CHUNK_PIXELS = 2048
 KNOWN_COLLECTIONS_SECONDS = 300
 DEFAULT_TIMEOUT_SECONDS = 30
 
@@ -361,8 +362,9 @@ class Catalogue:
 
         Zarr assets open with xarray's zarr engine, `chunks={}` (the store's own chunks); items sharing a store open
         it once and, with `subset` (the default), keep the variables their `cube:variables` name and the time span
-        their start/end datetimes cover; several stores are combined by their coordinates. GeoTIFF (COG) items load through
-        `odc.stac.load` (lazy, `chunks={}` unless given; `bands`, `resolution`, `crs`, `groupby`, ... pass through).
+        their start/end datetimes cover; several stores are combined by their coordinates. GeoTIFF (COG) items load
+        through `odc.stac.load` (lazy, 2048 × 2048 chunks unless `chunks` is given; `bands`, `resolution`, `crs`,
+        `groupby`, ... pass through).
         `asset` picks an asset key instead of the default (a Zarr asset with role `data`, or every COG band).
         Bearer token (or ~/.netrc) is sent to the data server by fsspec and GDAL.
         """
@@ -426,7 +428,8 @@ class Catalogue:
             gdal["GDAL_HTTP_NETRC_FILE"] = os.environ["NETRC"]
         # odc-stac reads (now and later, when Dask computes) with this GDAL configuration.
         odc.stac.configure_rio(cloud_defaults=False, **gdal)
-        kwargs.setdefault("chunks", {})
+        # Lazy, in pieces a worker can hold (a full Sentinel-2 tile is 10980² at 10 m).
+        kwargs.setdefault("chunks", {"x": COG_CHUNK_PIXELS, "y": COG_CHUNK_PIXELS})
         try:
             return odc.stac.load(items, **kwargs)
         except ValueError as error:

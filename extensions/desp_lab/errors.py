@@ -71,7 +71,9 @@ class ServiceUnavailable(DespError):
     status = 502
 
     def __init__(self, service: str, url: str, reason: str):
-        super().__init__(f"The {service} at {_without_query(url)} is not available right now ({reason}). Try again later.")
+        super().__init__(
+            f"The {service} at {_without_query(url)} is not available right now ({reason}). Try again later."
+        )
         self.service = service
         self.url = _without_query(url)
         self.reason = reason

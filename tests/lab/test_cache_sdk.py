@@ -83,7 +83,8 @@ def test_request_copies_with_progress_lists_and_evicts_after_retention(area, sma
     assert done == sorted(done) and {t for _, t in progress} == {total}
     assert len(progress) > 3  # streamed, not one jump
 
-    assert xr.testing.assert_identical(area.open_zarr("copies/era5.zarr").load(), xr.open_zarr(small_store, consolidated=False).load()) is None
+    original = xr.open_zarr(small_store, consolidated=False).load()
+    xr.testing.assert_identical(area.open_zarr("copies/era5.zarr").load(), original)
     listing = area.ls("copies")
     assert [(e["name"], e["type"], e["size"], e["expires"]) for e in listing] == [
         ("era5.zarr", "directory", total, entry["expires"])
@@ -275,7 +276,8 @@ def _check_window_reads(cache: Cache, name: str, source: Path, reads: ReadLog, r
     assert set(read) == expected_keys, (sorted(read), sorted(expected_keys))
     assert read_bytes == chunk_bytes
     assert not other, other  # coordinates were read when opening, nothing else is needed for the window
-    numbers = {"window_cells": int(np.prod(values.shape)), "chunks_read": len(read), "chunks_touched": len(expected_keys),
+    numbers = {"window_cells": int(np.prod(values.shape)), "chunks_read": len(read),
+               "chunks_touched": len(expected_keys),
                "bytes_read": read_bytes, "chunk_bytes": chunk_bytes, "variable_bytes": all_chunks}
     record(numbers)
     return numbers
@@ -338,7 +340,8 @@ def test_http_cache_reads_ranges_and_opens_zarr_with_a_bearer_token(sandbox_cata
     assert cache.read_range(name, 3, 40) == metadata.read_bytes()[3:40]
     dataset = cache.open_zarr(ERA5_STORE)
     assert dataset["t2m"].dims == ("valid_time", "latitude", "longitude") and dataset["t2m"].dtype == np.float32
-    np.testing.assert_array_equal(dataset["t2m"].isel(WINDOW).values, xr.open_zarr(era5_sample)["t2m"].isel(WINDOW).values)
+    expected = xr.open_zarr(era5_sample)["t2m"].isel(WINDOW).values
+    np.testing.assert_array_equal(dataset["t2m"].isel(WINDOW).values, expected)
     assert tokens_asked
     with pytest.raises(DespError) as raised:
         cache.request(str(era5_sample), name="x.zarr")
@@ -392,6 +395,7 @@ def test_request_copies_from_s3(area, s3_env, small_store):
     options = None if area.protocol == "s3" else s3_env.storage_options()
     entry = area.request(f"s3://{bucket}/products/small.zarr", retention_days=1, source_storage_options=options)
     assert entry["name"] == "small.zarr" and entry["size"] == _tree_size(small_store)
-    xr.testing.assert_identical(area.open_zarr("small.zarr").load(), xr.open_zarr(small_store, consolidated=False).load())
+    original = xr.open_zarr(small_store, consolidated=False).load()
+    xr.testing.assert_identical(area.open_zarr("small.zarr").load(), original)
     with pytest.raises(NotFound):
         area.request(f"s3://{bucket}/products/missing.zarr", source_storage_options=options)

@@ -79,7 +79,8 @@ def _search_cases(plain: Client) -> list[tuple[str, dict]]:
         ("query eq", {"collections": [ERA5], "query": {"ecmwf:param": {"eq": era5.properties["ecmwf:param"]}}}),
         ("query lt", {"collections": [SENTINEL2], "query": {"eo:cloud_cover": {"lt": 50}}}),
         ("cql2 filter", {"collections": [ERA5, CLIMATE_DT],
-                         "filter": {"op": "=", "args": [{"property": "ecmwf:param"}, "2t"]}, "filter_lang": "cql2-json"}),
+                         "filter": {"op": "=", "args": [{"property": "ecmwf:param"}, "2t"]},
+                         "filter_lang": "cql2-json"}),
         ("sortby id desc", {"collections": [ERA5, SENTINEL2], "sortby": [{"field": "id", "direction": "desc"}]}),
         ("sortby -datetime", {"collections": [SENTINEL2], "sortby": "-datetime"}),
         ("paging limit 2", {"collections": [ERA5, CLIMATE_DT, SENTINEL2], "limit": 2}),
@@ -151,8 +152,8 @@ def test_bad_bbox_is_refused_locally_naming_the_field(bbox):
 
 @pytest.mark.parametrize(
     "when",
-    ["yesterday", "2024-13-01", "2024-06-01T25:00:00Z", "2024-06-02/2024-06-01", "../..", "..", "2024-06-01/2024-06-02/x",
-     "2024/06/01", "", 20240601],
+    ["yesterday", "2024-13-01", "2024-06-01T25:00:00Z", "2024-06-02/2024-06-01", "../..", "..",
+     "2024-06-01/2024-06-02/x", "2024/06/01", "", 20240601],
     ids=str,
 )
 def test_bad_datetime_is_refused_locally_naming_the_field(when):
