@@ -329,6 +329,13 @@ def test_search_get_takes_repeated_collections(lab_server):
     assert {item["collection"] for item in joined["items"]} == {ERA5, SENTINEL_2}
 
 
+def test_search_get_ignores_jupyterlab_cache_buster(lab_server):
+    """JupyterLab's ServerConnection appends `&<milliseconds>` to GET URLs; unknown named parameters stay errors."""
+    status, body = lab_server.api("GET", f"search?collections={ERA5}&limit=1&1764110000000")
+    assert status == 200 and len(body["items"]) == 1, body
+    assert_error(lab_server.api("GET", "search", params={"colections": ERA5}), 400, "colections")
+
+
 def test_search_free_text_matches_items(lab_server):
     status, body = lab_server.api("GET", "search", params={"collections": f"{ERA5},{SENTINEL_2}", "q": "sentinel"})
     assert status == 200, body

@@ -241,7 +241,10 @@ class SearchHandler(DespApiHandler):
     @tornado.web.authenticated
     @authorized
     async def get(self):
-        params = {name: self.get_query_argument(name) for name in self.request.query_arguments}
+        # JupyterLab's ServerConnection adds a cache-buster to GET URLs: a bare number (`&1764110000000`).
+        params = {
+            name: self.get_query_argument(name) for name in self.request.query_arguments if not name.isdigit()
+        }
         if "collections" in params:
             # Both `collections=a,b` and `collections=a&collections=b`.
             params["collections"] = ",".join(self.get_query_arguments("collections"))
