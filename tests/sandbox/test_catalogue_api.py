@@ -151,9 +151,9 @@ def test_query_eq_with_a_list_means_any_of_them(sandbox_catalogue, method):
 
 
 def test_cql2_json_filter(sandbox_catalogue):
-    body = {"collections": [S2], "filter-lang": "cql2-json",
-            "filter": {"op": "and", "args": [{"op": "<", "args": [{"property": "eo:cloud_cover"}, 20]},
-                                             {"op": "=", "args": [{"property": "s2:mgrs_tile"}, "32TMS"]}]}}  # fmt: skip
+    clear = {"op": "<", "args": [{"property": "eo:cloud_cover"}, 20]}
+    tile = {"op": "=", "args": [{"property": "s2:mgrs_tile"}, "32TMS"]}
+    body = {"collections": [S2], "filter-lang": "cql2-json", "filter": {"op": "and", "args": [clear, tile]}}
     page = post_search(sandbox_catalogue, body)
     assert sorted(f["properties"]["eo:cloud_cover"] for f in page["features"]) == [2.5, 11.0]
 
@@ -185,7 +185,8 @@ def test_sortby_numeric_property(sandbox_catalogue, direction):
 
 
 def test_sortby_datetime_desc(sandbox_catalogue):
-    page = post_search(sandbox_catalogue, {"collections": [ERA5], "sortby": [{"field": "datetime", "direction": "desc"}]})
+    sortby = [{"field": "datetime", "direction": "desc"}]
+    page = post_search(sandbox_catalogue, {"collections": [ERA5], "sortby": sortby})
     stamps = [f["properties"]["datetime"] for f in page["features"]]
     assert stamps == sorted(stamps, reverse=True) and stamps[0].startswith("2024-01-02")
 

@@ -78,11 +78,12 @@ def create_app(pg_port: int, base_url: str, cache_dir: Path, jwks_url: str, issu
     settings = Settings(
         prefix_path=PREFIX, stac_fastapi_title="DESP sandbox catalogue",
         stac_fastapi_description="STAC API of the DESP Hub sandbox, shaped like the Data Lake's HDA (/stac/v2).",
-        stac_fastapi_landing_id="desp-sandbox-catalogue", stac_fastapi_version="1.0.0", enable_transactions_extensions=False,
+        stac_fastapi_landing_id="desp-sandbox-catalogue", stac_fastapi_version="1.0.0",
+        enable_transactions_extensions=False,
         enabled_extensions=None, openapi_url=f"{PREFIX}/api", docs_url=f"{PREFIX}/api.html",
     )  # fmt: skip
-    postgres = PostgresSettings(pguser="postgres", pgpassword="unused-trust-auth", pghost="127.0.0.1",
-                                pgport=pg_port, pgdatabase=database, db_min_conn_size=1, db_max_conn_size=8)  # fmt: skip
+    postgres = PostgresSettings(pguser="postgres", pgpassword="unused-trust-auth", pghost="127.0.0.1", pgport=pg_port,
+                                pgdatabase=database, db_min_conn_size=1, db_max_conn_size=8)  # fmt: skip
     verifier = TokenVerifier(jwks_url, issuer)
 
     @asynccontextmanager

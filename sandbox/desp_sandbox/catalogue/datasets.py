@@ -168,6 +168,15 @@ def _scenes() -> tuple[Scene, ...]:
 S2_SCENES = _scenes()
 
 
+def scene_files(scene: Scene) -> dict[str, str]:
+    """Asset key → file name inside the scene directory."""
+    files = {band.name: f"T{scene.tile.mgrs}_{scene.when:%Y%m%dT%H%M%S}_{band.name}_{band.gsd}m.tif"
+             for band in S2_BANDS}  # fmt: skip
+    files[SCL] = f"T{scene.tile.mgrs}_{scene.when:%Y%m%dT%H%M%S}_SCL_20m.tif"
+    files["thumbnail"] = "thumbnail.png"
+    return files
+
+
 # Digital Twin extremes (orderable: nothing on disk until ordered) -----------------------------------------------
 
 EXTREMES_VARIABLES = (T2M, U10, V10, MSL, D2M)

@@ -152,11 +152,9 @@ def scene_footprint(scene: ds.Scene) -> tuple[dict, list]:
 
 def s2_items(base_url: str) -> list[dict]:
     """One item per tile and date, an asset per band (COG) plus SCL and a thumbnail."""
-    from .sample_data import scene_files  # file names only
-
     items = []
     for scene in ds.S2_SCENES:
-        files = scene_files(scene)
+        files = ds.scene_files(scene)
         geometry, bbox = scene_footprint(scene)
         assets = {}
         for band in ds.S2_BANDS:
@@ -251,7 +249,8 @@ def collection(collection_id: str, title: str, description: str, bbox: list, sta
         "type": "Collection", "stac_version": STAC_VERSION, "stac_extensions": [EXT[e] for e in extensions],
         "id": collection_id, "title": title, "description": description, "license": "proprietary",
         "keywords": keywords,
-        "providers": providers or [{"name": "ECMWF", "roles": ["producer", "licensor"], "url": "https://www.ecmwf.int"}],
+        "providers": providers or [{"name": "ECMWF", "roles": ["producer", "licensor"],
+                                    "url": "https://www.ecmwf.int"}],
         "extent": {"spatial": {"bbox": [bbox]}, "temporal": {"interval": [[iso(start), iso(end)]]}},
         "links": [], **extra,
     }  # fmt: skip

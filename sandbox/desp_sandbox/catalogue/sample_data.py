@@ -216,15 +216,6 @@ def thumbnail(arrays: dict[str, np.ndarray], size: int = 128) -> np.ndarray:
     return np.stack(rgb)
 
 
-def scene_files(scene: ds.Scene) -> dict[str, str]:
-    """Asset key → file name inside the scene directory."""
-    files = {band.name: f"T{scene.tile.mgrs}_{scene.when:%Y%m%dT%H%M%S}_{band.name}_{band.gsd}m.tif"
-             for band in ds.S2_BANDS}  # fmt: skip
-    files[ds.SCL] = f"T{scene.tile.mgrs}_{scene.when:%Y%m%dT%H%M%S}_SCL_20m.tif"
-    files["thumbnail"] = "thumbnail.png"
-    return files
-
-
 def write_scene(scene: ds.Scene, cache_dir: Path) -> Path:
     """Write a scene's COGs and thumbnail into its directory, via a temporary directory."""
     import rasterio
@@ -236,7 +227,7 @@ def write_scene(scene: ds.Scene, cache_dir: Path) -> Path:
     shutil.rmtree(temporary, ignore_errors=True)
     temporary.mkdir(parents=True)
     arrays = scene_arrays(scene)
-    files = scene_files(scene)
+    files = ds.scene_files(scene)
     with rasterio.Env(GDAL_PAM_ENABLED="NO"):
         for name, array in arrays.items():
             gsd = 20 if array.shape[0] == ds.S2_SIZE_10M // 2 else 10
