@@ -166,6 +166,16 @@ def test_cql2_in_filter_selects_several_parameters(sandbox_catalogue):
     assert sorted(f["properties"]["ecmwf:param"] for f in page["features"]) == ["2d", "2t"]
 
 
+def test_cql2_text_filter_post(sandbox_catalogue):
+    body = {"collections": [S2], "filter-lang": "cql2-text", "filter": "eo:cloud_cover < 20 AND s2:mgrs_tile = '32TNS'"}
+    page = post_search(sandbox_catalogue, {**body, "limit": 1})
+    pages = follow_pages(sandbox_catalogue, first_page=page)
+    assert [f["properties"]["eo:cloud_cover"] for p in pages for f in p["features"]] == [0.75]
+    broken = requests.post(f"{sandbox_catalogue.stac_url}/search", json={**body, "filter": "eo:cloud_cover <"},
+                           timeout=10)  # fmt: skip
+    assert broken.status_code == 400 and "cql2-text" in broken.text
+
+
 def test_cql2_text_filter_get(sandbox_catalogue):
     page = get(f"{sandbox_catalogue.stac_url}/search", collections=EXTREMES, **{"filter-lang": "cql2-text"},
                filter="\"ecmwf:param\" = '10u' AND \"ecmwf:date\" >= '20240504'")  # fmt: skip

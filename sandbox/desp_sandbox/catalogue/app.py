@@ -5,16 +5,22 @@ fields, filter with cql2-json and cql2-text, token pagination, collection search
 lifespan that connects to our cluster, and two additions:
 
 * `POST /stac/v2/collections/{id}/order` (`orders.py`),
-* `/cache/...` — the cache directory, read-only, token-protected (`cache.py`).
+* `/cache/...` — the cache directory, read-only, token-protected (`cache.py`);
+
+and three small request adapters so clients written for the Data Lake's HDA work unchanged: `/stac/v2` answers
+without a redirect, `query` takes `{"eq": [a, b]}` (any of), and POST /search takes a CQL2-text filter.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from cql2 import Expr
 from fastapi import FastAPI
+from starlette.responses import JSONResponse
 from stac_fastapi.pgstac.app import instantiate_api
 from stac_fastapi.pgstac.config import PostgresSettings, Settings
 from stac_fastapi.pgstac.core import CoreCrudClient
@@ -58,6 +64,53 @@ class HdaClient(CoreCrudClient):
             search_request.filter_expr = query_as_cql2(query)
             search_request.filter_lang = "cql2-json"
         return await super()._search_base(search_request, request)
+
+
+class TextFilterInPost:
+    """ASGI wrapper: POST /stac/v2/search also takes a CQL2-text filter (`"filter-lang": "cql2-text"`), as GET does.
+
+    stac-fastapi's POST model takes CQL2-JSON only; the text is translated with the same `cql2` library stac-fastapi
+    uses for GET requests, before the request reaches it. A filter that does not parse is a 400 naming it.
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != f"{PREFIX}/search":
+            return await self.app(scope, receive, send)
+        chunks, more = [], True
+        while more:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        try:
+            request = json.loads(body)
+        except ValueError:
+            request = None
+        if isinstance(request, dict) and request.get("filter-lang") == "cql2-text" and isinstance(
+                request.get("filter"), str):  # fmt: skip
+            try:
+                expression = Expr(request["filter"])
+                expression.validate()
+            except Exception as error:  # noqa: BLE001 - cql2 raises a bare Exception on parse errors
+                response = JSONResponse({"code": "BadRequest", "description": f"Invalid cql2-text filter: {error}"},
+                                        status_code=400)  # fmt: skip
+                return await response(scope, receive, send)
+            body = json.dumps({**request, "filter": expression.to_json(), "filter-lang": "cql2-json"}).encode()
+            headers = [(k, v) for k, v in scope["headers"] if k != b"content-length"]
+            scope = {**scope, "headers": [*headers, (b"content-length", str(len(body)).encode())]}
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
 
 
 class RootAlias:
@@ -104,5 +157,6 @@ def create_app(pg_port: int, base_url: str, cache_dir: Path, jwks_url: str, issu
                                            delay=order_delay)  # fmt: skip
     app.include_router(orders.router, prefix=PREFIX)
     app.mount("/cache", CacheFiles(Path(cache_dir), verifier), name="cache")
+    app.add_middleware(TextFilterInPost)
     app.add_middleware(RootAlias)
     return app

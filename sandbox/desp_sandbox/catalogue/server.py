@@ -32,8 +32,12 @@ log = logging.getLogger("desp_sandbox.catalogue")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m desp_sandbox.catalogue", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="python -m desp_sandbox.catalogue",
+        description="Run the DESP sandbox catalogue: a STAC API (stac-fastapi-pgstac) at /stac/v2 and the "
+        "token-protected sample-data cache at /cache/, on one port.",
+        epilog=__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--ip", default="127.0.0.1", help="address to bind (default: %(default)s)")
     parser.add_argument("--port", type=int, required=True, help="TCP port of the STAC API and the cache")
     parser.add_argument("--data-dir", type=Path, required=True,
