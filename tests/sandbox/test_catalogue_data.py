@@ -97,15 +97,26 @@ def test_scl_cloud_share_matches_the_items_cloud_cover(sandbox_catalogue):
         assert share == pytest.approx(feature["properties"]["eo:cloud_cover"], abs=0.01)
 
 
-def item_validator():
+def core_validator(kind="item"):
+    """A validator for pystac's bundled STAC 1.1.0 core schema (offline; extension schemas would need the network)."""
     cache = get_local_schema_cache()
     registry = Registry().with_resources((uri, Resource.from_contents(schema)) for uri, schema in cache.items())
-    uri = "https://schemas.stacspec.org/v1.1.0/item-spec/json-schema/item.json"
+    uri = f"https://schemas.stacspec.org/v1.1.0/{kind}-spec/json-schema/{kind}.json"
     return Draft7Validator(cache[uri], registry=registry)
 
 
+def test_collections_are_valid_stac(sandbox_catalogue):
+    validator = core_validator("collection")
+    collections = requests.get(f"{sandbox_catalogue.stac_url}/collections", timeout=30).json()["collections"]
+    assert len(collections) == 4
+    for collection in collections:
+        errors = sorted(validator.iter_errors(collection), key=str)
+        assert not errors, (collection["id"], errors[:3])
+        pystac.Collection.from_dict(collection)
+
+
 def test_items_from_the_api_are_valid_stac(sandbox_catalogue):
-    validator = item_validator()
+    validator = core_validator()
     response = requests.post(f"{sandbox_catalogue.stac_url}/search", json={"limit": 200}, timeout=30)
     features = response.json()["features"]
     assert len(features) >= 45
