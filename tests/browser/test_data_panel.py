@@ -118,6 +118,17 @@ def wait_for_results_page(page, number: int) -> None:
     )
 
 
+def thumbnails_loaded(page, items: list[dict]) -> int:
+    """Wait until every shown item that has a thumbnail displays it (fetched through the server's proxy: the
+    browser has no catalogue token); returns how many there are."""
+    with_thumbnail = [item["id"] for item in items if item["thumbnail"]]
+    for item_id in with_thumbnail:
+        image = page.locator(f'[data-testid=desp-result][data-item-id="{item_id}"] [data-testid=desp-thumbnail]')
+        image.scroll_into_view_if_needed()  # thumbnails load lazily, when scrolled into view
+        page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle(), timeout=60_000)
+    return len(with_thumbnail)
+
+
 @pytest.fixture
 def lab(sandbox_catalogue, tmp_path):
     cache_area = tmp_path / "my-cache"  # this user's cache area (the hub sets a per-user one)
@@ -216,7 +227,17 @@ def test_search_insert_code_run_it_and_copy_to_my_cache(lab, browser, sandbox_ca
     assert "t2m" in text and "(valid_time, latitude, longitude)" in text
     shot(page, "data-panel-4-code-ran")
 
-    # Copy to my cache, kept 3 days: progress until done, then the copy is in the cache browser with its retention.
+    # Copy to my cache: a retention of 0 days is refused by the server, naming the field.
+    row.locator("[data-testid=desp-retention-days]").fill("0")
+    row.locator("[data-testid=desp-copy-to-cache]").click()
+    copy_message = row.locator("[data-testid=desp-copy-message]")
+    copy_message.wait_for(timeout=60_000)
+    assert copy_message.get_attribute("data-field") == "retention_days"
+    assert copy_message.inner_text().startswith("Invalid retention_days")
+    assert row.locator("[data-testid=desp-retention-days]").get_attribute("aria-invalid") == "true"
+    assert not any(path.is_file() for path in lab.cache_area.rglob("*.zarr/*"))
+
+    # Kept 3 days: progress until done, then the copy is in the cache browser with its retention.
     row.locator("[data-testid=desp-retention-days]").fill("3")
     row.locator("[data-testid=desp-copy-to-cache]").click()
     status = row.locator("[data-testid=desp-copy-status]")
@@ -272,10 +293,13 @@ def test_search_insert_code_run_it_and_copy_to_my_cache(lab, browser, sandbox_ca
     second = lab.desp_search(limit=PAGE_SIZE, page=2)
     assert shown_ids(page) == [entry["id"] for entry in second["items"]]
     assert not set(shown_ids(page)) & {entry["id"] for entry in first["items"]}
+    thumbnails = thumbnails_loaded(page, second["items"])
     shot(page, "data-panel-7-page-2")
     page.click("[data-testid=desp-prev-page]")
     wait_for_results_page(page, 1)
     assert shown_ids(page) == [entry["id"] for entry in first["items"]]
+    thumbnails += thumbnails_loaded(page, first["items"])
+    assert thumbnails, "the sandbox's Sentinel-2 items have thumbnails"
 
     # Saved, the notebook holds the snippet the API gave, exactly, below the first cell.
     page.click(".jp-NotebookPanel-toolbar [data-command='docmanager:save']")
