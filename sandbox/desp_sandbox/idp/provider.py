@@ -274,14 +274,7 @@ class Provider:
         now = int(self.clock())
         access = self._access_token_claims(client, user, scopes, now, now, session=None, acr="1")
         access["client_id"] = client.client_id
-        return {
-            "access_token": self.signer.sign(access),
-            "expires_in": self.access_token_lifespan,
-            "refresh_expires_in": 0,
-            "token_type": "Bearer",
-            "not-before-policy": 0,
-            "scope": access["scope"],
-        }
+        return self._access_only_response(access)
 
     def exchange_token(self, client, subject_token, subject_token_type, audience, subject_issuer,
                        requested_token_type):
@@ -315,12 +308,16 @@ class Provider:
         access = self._access_token_claims(client, user, list(client.default_scopes), now,
                                            claims.get("auth_time", now), session, claims.get("acr", "1"))
         access["aud"] = target.client_id
+        return self._access_only_response(access, issued_token_type=ACCESS_TOKEN_TYPE)
+
+    def _access_only_response(self, access, **extra):
+        """A token response carrying an access token and no refresh token (client credentials, exchange)."""
         return {
             "access_token": self.signer.sign(access),
             "expires_in": self.access_token_lifespan,
             "refresh_expires_in": 0,
             "token_type": "Bearer",
-            "issued_token_type": ACCESS_TOKEN_TYPE,
+            **extra,
             "not-before-policy": 0,
             "scope": access["scope"],
         }
