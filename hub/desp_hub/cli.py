@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from importlib import resources
 
@@ -250,7 +251,7 @@ def up(options: LaunchOptions, realm_file=REALM_FILE):
 
 def start_sandbox_catalogue(stack, options, env):
     """The sandbox STAC API and cache (desp_sandbox.catalogue); its first start creates the database and data."""
-    port = int(options.catalogue_url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
+    port = urllib.parse.urlsplit(options.catalogue_url).port
     realm_url = f"{options.iam_url}/realms/{options.realm}"
     catalogue = stack.start(
         "catalogue",
