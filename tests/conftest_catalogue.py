@@ -39,6 +39,8 @@ ROOT = Path(__file__).resolve().parents[1]
 REALM_FILE = ROOT / "sandbox" / "desp_sandbox" / "realm" / "desp-realm.json"
 ADMIN_CLIENT = "desp-admin-cli"
 ADMIN_SECRET = "catalogue-admin-secret-for-tests"
+METERING_CLIENT = "desp-metering"
+METERING_SECRET = "catalogue-metering-secret-for-tests"
 HUB_SECRET = "catalogue-hub-secret-for-tests"
 STARTUP_TIMEOUT = 180
 
@@ -64,6 +66,7 @@ class IdpProcess:
 
     def start(self) -> IdpProcess:
         env = dict(os.environ, DESP_HUB_CLIENT_SECRET=HUB_SECRET, DESP_ADMIN_CLIENT_SECRET=ADMIN_SECRET,
+                   DESP_METERING_CLIENT_SECRET=METERING_SECRET,
                    DESP_HUB_URL="http://127.0.0.1:9")  # fmt: skip
         args = [sys.executable, "-m", "desp_sandbox.idp.server", "--ip", "127.0.0.1", "--port", str(self.port),
                 "--realm-file", str(REALM_FILE), "--data-dir", str(self.workdir / "idp")]  # fmt: skip

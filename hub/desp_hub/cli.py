@@ -213,6 +213,7 @@ def up(options: LaunchOptions, realm_file=REALM_FILE):
                 DESP_HUB_CLIENT_SECRET=hub_client_secret,
                 DESP_HUB_URL=options.public_url,
                 DESP_ADMIN_CLIENT_SECRET=_secret(data_dir, "admin_client_secret"),
+                DESP_METERING_CLIENT_SECRET=_secret(data_dir, "metering_client_secret"),
             )
             idp_port = int(options.iam_url.rsplit(":", 1)[1])
             idp = stack.start(

@@ -22,6 +22,7 @@ from tests.support import ManagedProcess, free_port, wait_for_http
 REALM_FILE = Path(__file__).resolve().parents[2] / "sandbox" / "desp_sandbox" / "realm" / "desp-realm.json"
 HUB_SECRET = "hub-secret-for-tests"
 ADMIN_SECRET = "admin-secret-for-tests"
+METERING_SECRET = "metering-secret-for-tests"
 SCOPE = "openid profile email offline_access"
 
 
@@ -44,7 +45,8 @@ class Idp:
     def env(self):
         env = dict(os.environ)
         env.update(
-            DESP_HUB_CLIENT_SECRET=HUB_SECRET, DESP_ADMIN_CLIENT_SECRET=ADMIN_SECRET, DESP_HUB_URL=self.hub_url
+            DESP_HUB_CLIENT_SECRET=HUB_SECRET, DESP_ADMIN_CLIENT_SECRET=ADMIN_SECRET, DESP_HUB_URL=self.hub_url,
+            DESP_METERING_CLIENT_SECRET=METERING_SECRET,
         )
         return env
 
