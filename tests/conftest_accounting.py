@@ -1,0 +1,1 @@
+"""pytest plugin: the sandbox accounting service (fixtures arrive with issue 5)."""

@@ -1,0 +1,1 @@
+"""pytest plugin: the sandbox traces service (fixtures arrive with issue 5)."""
