@@ -73,6 +73,17 @@ def parse_args(argv=None):
         command.add_argument(
             "--cache-quota-gib", type=float, default=10, help="per-user cache quota in GiB (default %(default)s)"
         )
+        for prefix, service, offset, what in (("trace", "traces", 3, "traceability"),
+                                              ("accounting", "accounting", 4, "accounting (DCU ledger)")):
+            command.add_argument(f"--{prefix}-url", help=f"use this {what} service (root URL) instead of the sandbox's")
+            command.add_argument(
+                f"--{prefix}-port", type=int, help=f"port of the sandbox {what} service (default PORT+{offset})"
+            )
+            command.add_argument(f"--no-{service}", action="store_true", help=f"start no {what} service")
+        command.add_argument(
+            "--metering-interval", type=int, default=300,
+            help="seconds per metered interval: each running server is debited once per interval (default %(default)s)",
+        )
     return parser.parse_args(argv)
 
 
@@ -101,7 +112,20 @@ def options_from_args(args) -> LaunchOptions:
         sandbox_catalogue=not (args.catalogue_url or args.no_catalogue),
         user_cache_url=args.user_cache_url or os.path.join(data_dir, "user-cache", "{username}"),
         cache_quota_bytes=int(args.cache_quota_gib * 1024**3),
+        trace_url=_service_url(args.trace_url, args.no_traces, args.ip, args.trace_port or args.port + 3),
+        sandbox_traces=not (args.trace_url or args.no_traces),
+        accounting_url=_service_url(args.accounting_url, args.no_accounting, args.ip,
+                                    args.accounting_port or args.port + 4),
+        sandbox_accounting=not (args.accounting_url or args.no_accounting),
+        metering_interval=args.metering_interval,
     )
+
+
+def _service_url(given, disabled, ip, sandbox_port):
+    """A platform service's root URL: the one given, none, or the sandbox's on `sandbox_port`."""
+    if disabled:
+        return ""
+    return (given or f"http://{ip}:{sandbox_port}").rstrip("/")
 
 
 def _internal_ports(data_dir, create):
@@ -224,10 +248,15 @@ def up(options: LaunchOptions, realm_file=REALM_FILE):
             )
             _wait_for(f"{options.iam_url}/realms/{options.realm}/.well-known/openid-configuration", idp, 60)
             hub_env["OAUTH_CLIENT_SECRET"] = hub_client_secret
+            hub_env["DESP_METERING_CLIENT_SECRET"] = idp_env["DESP_METERING_CLIENT_SECRET"]
         elif not hub_env.get("OAUTH_CLIENT_SECRET"):
             raise SystemExit("desp-hub: with --iam-url, put the hub client's secret in OAUTH_CLIENT_SECRET")
         if options.sandbox_catalogue:
             start_sandbox_catalogue(stack, options, base_env)
+        if options.sandbox_traces:
+            start_sandbox_service(stack, options, base_env, "traces", options.trace_url)
+        if options.sandbox_accounting:
+            start_sandbox_service(stack, options, base_env, "accounting", options.accounting_url)
         if options.extra_config:
             hub_env["DESP_HUB_EXTRA_CONFIG"] = options.extra_config
         hub_env.update(hub_environment(options))
@@ -265,6 +294,20 @@ def start_sandbox_catalogue(stack, options, env):
     return catalogue
 
 
+def start_sandbox_service(stack, options, env, name, url):
+    """A sandbox platform service (`desp_sandbox.traces`, `desp_sandbox.accounting`): FastAPI on SQLite in DATA_DIR."""
+    realm_url = f"{options.iam_url}/realms/{options.realm}"
+    service = stack.start(
+        name,
+        [sys.executable, "-m", f"desp_sandbox.{name}", "--ip", options.ip,
+         "--port", str(urllib.parse.urlsplit(url).port), "--data-dir", options.data_dir,
+         "--jwks-url", f"{realm_url}/protocol/openid-connect/certs", "--issuer", realm_url],
+        env, options.data_dir, os.path.join(options.data_dir, "logs", f"{name}.log"),
+    )
+    _wait_for(f"{url}/api/status", service, 60)
+    return service
+
+
 def _stop_orphaned_proxy(pid_file):
     """If the hub died without stopping its proxy, stop the proxy by the PID the hub recorded."""
     try:
@@ -286,6 +329,11 @@ def banner(options: LaunchOptions, realm_file=REALM_FILE) -> str:
     if options.catalogue_url:
         lines.append(f"Catalogue (STAC API): {options.catalogue_url}"
                      + (" (sandbox sample data)" if options.sandbox_catalogue else ""))
+    if options.trace_url:
+        lines.append(f"Traceability: {options.trace_url}" + (" (sandbox)" if options.sandbox_traces else ""))
+    if options.accounting_url:
+        lines.append(f"Accounting: {options.accounting_url}" + (" (sandbox)" if options.sandbox_accounting else "")
+                     + f"; servers are metered every {options.metering_interval} s")
     if options.sandbox_idp:
         lines.append("Demo logins (username / password / groups):")
         lines += [f"  {name:<11} {password:<16} {groups}" for name, password, groups in demo_logins(realm_file)]

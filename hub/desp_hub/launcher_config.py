@@ -4,7 +4,8 @@ import re
 from dataclasses import dataclass
 
 SECRET_NAME = re.compile(r"(secret|token|password|key)$", re.IGNORECASE)
-SECRET_ENVIRONMENT = ("OAUTH_CLIENT_SECRET", "JUPYTERHUB_CRYPT_KEY", "CONFIGPROXY_AUTH_TOKEN")
+SECRET_ENVIRONMENT = ("OAUTH_CLIENT_SECRET", "JUPYTERHUB_CRYPT_KEY", "CONFIGPROXY_AUTH_TOKEN",
+                      "DESP_METERING_CLIENT_SECRET")
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,11 @@ class LaunchOptions:
     sandbox_catalogue: bool = False
     user_cache_url: str = ""
     cache_quota_bytes: int = 10 * 1024**3
+    trace_url: str = ""
+    sandbox_traces: bool = False
+    accounting_url: str = ""
+    sandbox_accounting: bool = False
+    metering_interval: int = 300
 
 
 def hub_arguments(options: LaunchOptions) -> list[str]:
@@ -49,6 +55,11 @@ def hub_arguments(options: LaunchOptions) -> list[str]:
         f"--DespPlatformEndpoints.catalogue_url={options.catalogue_url}",
         f"--DespPlatformEndpoints.user_cache_url={options.user_cache_url}",
         f"--DespPlatformEndpoints.cache_quota_bytes={options.cache_quota_bytes}",
+        f"--DespPlatformEndpoints.trace_url={options.trace_url}",
+        f"--DespPlatformEndpoints.accounting_url={options.accounting_url}",
+        f"--DespMetering.accounting_url={options.accounting_url}",
+        f"--DespMetering.interval_seconds={options.metering_interval}",
+        f"--DespMetering.token_url={options.iam_url}/realms/{options.realm}/protocol/openid-connect/token",
     ]
     return arguments
 

@@ -1,4 +1,4 @@
-"""Where a user's server finds the platform's data services: catalogue, cache, token exchange.
+"""Where a user's server finds the platform's services: catalogue, cache, token exchange, traces, accounting.
 
 The spawner turns this configuration into the environment the `desp_lab` SDK reads (`DESP_CATALOGUE_URL`,
 `DESP_CACHE_URL`, ...), so the same notebook code works on one machine (sandbox endpoints) and in the cluster
@@ -57,6 +57,20 @@ class DespPlatformEndpoints(Configurable):
         "", config=True, help="subject_issuer of the token exchange (the Data Lake names DESP `desp-oidc`)."
     )
 
+    trace_url = Unicode(
+        "",
+        config=True,
+        help="Root URL of the traceability service (API under /api/v1/traces, shaped like the Copernicus "
+        "traceability API). Empty: the SDK has no default trace service.",
+    )
+
+    accounting_url = Unicode(
+        "",
+        config=True,
+        help="Root URL of the accounting service (DCU balances, quotas, transactions; API under /api/v1). "
+        "Empty: servers show no balance.",
+    )
+
     def user_cache(self, username: str) -> str:
         """The user's cache area URL ("" when none is configured)."""
         return self.user_cache_url.format(username=username) if self.user_cache_url else ""
@@ -72,6 +86,8 @@ class DespPlatformEndpoints(Configurable):
             "DESP_TOKEN_EXCHANGE_CLIENT_ID": self.token_exchange_client_id if self.token_exchange_url else "",
             "DESP_TOKEN_EXCHANGE_AUDIENCE": self.token_exchange_audience if self.token_exchange_url else "",
             "DESP_TOKEN_EXCHANGE_SUBJECT_ISSUER": self.token_exchange_subject_issuer if self.token_exchange_url else "",
+            "DESP_TRACE_URL": self.trace_url,
+            "DESP_ACCOUNTING_URL": self.accounting_url,
         }
         return {name: value for name, value in environment.items() if value}
 

@@ -20,17 +20,22 @@ class RunningHub:
     data_dir: str
     process: ManagedProcess
     admin_client_secret: str
+    trace_url: str = ""
+    accounting_url: str = ""
 
     def stop(self):
         self.process.stop(timeout=60)
 
 
 def start_hub(data_dir, port=None, idp_port=None, iam_url=None, client_secret=None, admin_client_secret=None,
-              extra_args=(), extra_config=FAST_REFRESH_CONFIG, extra_env=None, with_catalogue=False):
+              extra_args=(), extra_config=FAST_REFRESH_CONFIG, extra_env=None, with_catalogue=False,
+              with_traces=False, with_accounting=False, metering_interval=None, accounting_port=None):
     """Run `python -m desp_hub.cli up` and wait until the hub answers. Reuses `data_dir` state if present.
 
     Without `with_catalogue` the hub starts with `--no-catalogue` (no sandbox PostgreSQL to wait for); tests of
-    data access ask for the sandbox catalogue, as `make run` starts it.
+    data access ask for the sandbox catalogue, as `make run` starts it. Likewise the sandbox traces and accounting
+    services start only when asked (`with_traces`, `with_accounting`, on free ports; `accounting_port` keeps the
+    same one across a restart); `metering_interval` sets `--metering-interval` (seconds).
     """
     os.makedirs(data_dir, exist_ok=True)
     port = port or free_port()
@@ -39,6 +44,21 @@ def start_hub(data_dir, port=None, idp_port=None, iam_url=None, client_secret=No
         args += ["--catalogue-port", str(free_port())]
     else:
         args += ["--no-catalogue"]
+    trace_url = accounting_url = ""
+    if with_traces:
+        trace_port = free_port()
+        args += ["--trace-port", str(trace_port)]
+        trace_url = f"http://127.0.0.1:{trace_port}"
+    else:
+        args += ["--no-traces"]
+    if with_accounting:
+        accounting_port = accounting_port or free_port()
+        args += ["--accounting-port", str(accounting_port)]
+        accounting_url = f"http://127.0.0.1:{accounting_port}"
+    else:
+        args += ["--no-accounting"]
+    if metering_interval is not None:
+        args += ["--metering-interval", str(metering_interval)]
     env = dict(os.environ)
     env.pop("OAUTH_CLIENT_SECRET", None)
     env.update(extra_env or {})
@@ -63,7 +83,7 @@ def start_hub(data_dir, port=None, idp_port=None, iam_url=None, client_secret=No
         with open(os.path.join(data_dir, "secrets", "admin_client_secret")) as secret:
             admin_client_secret = secret.read().strip()
         iam_url = "http://127.0.0.1:" + _arg_after(args, "--idp-port")
-    return RunningHub(url, iam_url, "desp", data_dir, process, admin_client_secret)
+    return RunningHub(url, iam_url, "desp", data_dir, process, admin_client_secret, trace_url, accounting_url)
 
 
 def _arg_after(args, flag):

@@ -69,3 +69,23 @@ def test_data_endpoints_reach_the_hub_configuration():
     assert "--DespPlatformEndpoints.catalogue_url=https://hda.data.destination-earth.eu/stac/v2" in hub_arguments(external)
     assert "--DespPlatformEndpoints.user_cache_url=s3://desp-cache/users/{username}" in hub_arguments(external)
     assert f"--DespPlatformEndpoints.cache_quota_bytes={1024**3 // 2}" in hub_arguments(external)
+
+
+def test_trace_and_accounting_services_reach_servers_and_metering():
+    options = options_from_args(parse_args(["config", "--port", "9000", "--metering-interval", "60"]))
+    arguments = hub_arguments(options)
+    assert options.sandbox_traces and options.sandbox_accounting
+    assert "--DespPlatformEndpoints.trace_url=http://127.0.0.1:9003" in arguments
+    assert "--DespPlatformEndpoints.accounting_url=http://127.0.0.1:9004" in arguments
+    assert "--DespMetering.accounting_url=http://127.0.0.1:9004" in arguments
+    assert "--DespMetering.interval_seconds=60" in arguments
+    assert "--DespMetering.token_url=http://127.0.0.1:9001/realms/desp/protocol/openid-connect/token" in arguments
+
+    external = options_from_args(parse_args(
+        ["config", "--accounting-url", "https://accounting.desp.example/", "--no-traces"]))
+    assert not external.sandbox_accounting and not external.sandbox_traces
+    assert "--DespMetering.accounting_url=https://accounting.desp.example" in hub_arguments(external)
+    assert "--DespPlatformEndpoints.trace_url=" in hub_arguments(external)
+
+    off = options_from_args(parse_args(["config", "--no-accounting"]))
+    assert "--DespMetering.accounting_url=" in hub_arguments(off)  # metering off

@@ -45,3 +45,11 @@ def test_local_cache_directory():
     assert endpoints(user_cache_url="file:///srv/cache/{username}").local_cache_directory("rita") == "/srv/cache/rita"
     assert endpoints(user_cache_url="s3://bucket/{username}").local_cache_directory("rita") == ""
     assert endpoints().local_cache_directory("rita") == ""
+
+
+def test_trace_and_accounting_urls_reach_the_server_environment():
+    endpoints = DespPlatformEndpoints(trace_url="http://traces.example", accounting_url="http://accounting.example")
+    environment = endpoints.environment("researcher")
+    assert environment["DESP_TRACE_URL"] == "http://traces.example"
+    assert environment["DESP_ACCOUNTING_URL"] == "http://accounting.example"
+    assert "DESP_TRACE_URL" not in DespPlatformEndpoints().environment("researcher")
