@@ -1,1 +1,105 @@
-"""pytest plugin: the sandbox traces service (fixtures arrive with issue 5)."""
+"""pytest plugin: the sandbox IdP and the sandbox trace service, started once per session (per xdist worker).
+
+Fixture `sandbox_traces` yields a `SandboxTraces`:
+
+* `.url`        service root, `http://127.0.0.1:PORT` (the API is under `/api/v1/traces`; what `DESP_TRACE_URL` holds)
+* `.token_for(username)`  an access token of a realm user (researcher, poweruser, ...), cached while it has more
+                          than a minute left
+* `.idp`        the `IdpProcess`; `.service` the `TracesProcess`; `.data_dir`
+
+`TracesProcess(data_dir, jwks_url, issuer)` can also be used directly (e.g. to restart the service on the same
+data directory). Every process is a `ManagedProcess`, stopped by its PID.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from desp_lab.credentials import token_expiry
+from tests.conftest_catalogue import IdpProcess
+from tests.support import ManagedProcess, free_port, wait_for_http
+
+
+class TracesProcess:
+    """`python -m desp_sandbox.traces` on a free port over `data_dir`."""
+
+    def __init__(self, data_dir: Path, jwks_url: str, issuer: str | None = None, log_name: str = "traces.log"):
+        self.data_dir = Path(data_dir)
+        self.jwks_url = jwks_url
+        self.issuer = issuer
+        self.log_path = self.data_dir / log_name
+        self.port: int | None = None
+        self.process: ManagedProcess | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> TracesProcess:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        args = [sys.executable, "-m", "desp_sandbox.traces", "--ip", "127.0.0.1", "--port", str(self.port),
+                "--data-dir", str(self.data_dir), "--jwks-url", self.jwks_url]  # fmt: skip
+        if self.issuer:
+            args += ["--issuer", self.issuer]
+        self.process = ManagedProcess("sandbox-traces", args, self.log_path)
+        wait_for_http(f"{self.url}/api/status", timeout=60, process=self.process, ok_only=True)
+        return self
+
+    def stop(self) -> int | None:
+        if self.process is None:
+            return None
+        self.process.stop(timeout=20)
+        return self.process.popen.returncode
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@dataclass
+class SandboxTraces:
+    idp: IdpProcess
+    service: TracesProcess
+    _tokens: dict = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return self.service.url
+
+    @property
+    def data_dir(self) -> Path:
+        return self.service.data_dir
+
+    def token_for(self, username: str) -> str:
+        token = self._tokens.get(username)
+        if token is None or (token_expiry(token) or 0) - time.time() < 60:
+            token = self._tokens[username] = self.idp.user_token(username)
+        return token
+
+    def headers(self, username: str = "researcher") -> dict:
+        return {"Authorization": f"Bearer {self.token_for(username)}"}
+
+
+@pytest.fixture(scope="session")
+def sandbox_traces():
+    workdir = Path(tempfile.mkdtemp(prefix="desp-traces-"))
+    idp = IdpProcess(workdir)
+    service = None
+    try:
+        idp.start()
+        service = TracesProcess(workdir / "data", idp.jwks_url, idp.issuer)
+        service.log_path = workdir / "traces.log"
+        service.start()
+        yield SandboxTraces(idp, service)
+    finally:
+        if service is not None:
+            service.stop()
+        idp.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
