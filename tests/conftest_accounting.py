@@ -1,1 +1,168 @@
-"""pytest plugin: the sandbox accounting service (fixtures arrive with issue 5)."""
+"""pytest plugin: the sandbox accounting service (with its own sandbox IdP), started once per session (per worker).
+
+Fixture `sandbox_accounting` yields a `SandboxAccounting`:
+
+* `.url`                the service root, `http://127.0.0.1:PORT` (what `DESP_ACCOUNTING_URL` holds)
+* `.token_for(user)`    an access token of a realm user (researcher, poweruser, aiuser, admin, executive, outsider),
+                        cached per user while it has more than a minute left
+* `.meter_token()`      a token of the `desp-metering` service account (client credentials; role dcu-meter)
+* `.admin_token()`      the token of user `admin` (role dcu-admin)
+* `.idp`                the `IdpProcess`; `.process` the `AccountingProcess`; `.data_dir`
+
+`AccountingProcess(data_dir, jwks_url, issuer, **options)` runs `python -m desp_sandbox.accounting` on a free port;
+options are the CLI's (`default_mode`, `default_balance`, `default_monthly_quota`, `exit_after_commit`). `.start()`
+waits for the ready line's probe, `.stop()` sends SIGTERM (returns the exit status), `.kill()` SIGKILLs it by PID,
+`.returncode()` waits for an exit. A restart on the same `data_dir` keeps the ledger. Tests share the session's
+service, so each uses its own user names (`unique_user()`) and idempotency keys.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest_catalogue import METERING_CLIENT, METERING_SECRET, IdpProcess, make_data_dir
+from tests.support import ManagedProcess, free_port, wait_for_http
+
+
+def unique_user(prefix: str = "u") -> str:
+    """A user name no other test uses (accounts are created on first reference)."""
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+class AccountingProcess:
+    """`python -m desp_sandbox.accounting` on a free port over `data_dir` (its ledger survives restarts)."""
+
+    def __init__(self, data_dir: Path, jwks_url: str, issuer: str | None = None, log_name: str = "accounting.log",
+                 **options):  # fmt: skip
+        self.data_dir = Path(data_dir)
+        self.jwks_url = jwks_url
+        self.issuer = issuer
+        self.options = options
+        self.log_path = self.data_dir / log_name
+        self.port: int | None = None
+        self.process: ManagedProcess | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ledger_path(self) -> Path:
+        return self.data_dir / "accounting" / "ledger.sqlite"
+
+    def start(self, port: int | None = None) -> AccountingProcess:
+        """Start (again) on `port`, by default the previous port if any, else a free one."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.port = port or self.port or free_port()
+        args = [sys.executable, "-m", "desp_sandbox.accounting", "--ip", "127.0.0.1", "--port", str(self.port),
+                "--data-dir", str(self.data_dir), "--jwks-url", self.jwks_url]  # fmt: skip
+        if self.issuer:
+            args += ["--issuer", self.issuer]
+        for name, value in self.options.items():
+            if value is not None:
+                args += [f"--{name.replace('_', '-')}", str(value)]
+        self.process = ManagedProcess("sandbox-accounting", args, self.log_path)
+        wait_for_http(f"{self.url}/api/status", timeout=60, process=self.process, ok_only=True)
+        return self
+
+    def stop(self) -> int | None:
+        if self.process is None:
+            return None
+        self.process.stop(timeout=20)
+        return self.process.popen.returncode
+
+    def kill(self) -> None:
+        """SIGKILL the process by its PID (no clean shutdown)."""
+        if self.process is not None and self.process.popen.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+        self.returncode()
+        self.stop()
+
+    def returncode(self, timeout: float = 20) -> int | None:
+        if self.process is None:
+            return None
+        try:
+            return self.process.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@dataclass
+class SandboxAccounting:
+    idp: IdpProcess
+    process: AccountingProcess
+    _tokens: dict = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def url(self) -> str:
+        return self.process.url
+
+    @property
+    def data_dir(self) -> Path:
+        return self.process.data_dir
+
+    def _cached(self, key: str, fetch) -> str:
+        with self._lock:
+            token, expires = self._tokens.get(key, (None, 0.0))
+            if token and expires - time.time() > 60:
+                return token
+        token, lifetime = fetch()
+        with self._lock:
+            self._tokens[key] = (token, time.time() + lifetime)
+        return token
+
+    def token_for(self, user: str) -> str:
+        return self._cached(f"user:{user}", lambda: (self.idp.user_token(user), 240))
+
+    def admin_token(self) -> str:
+        return self.token_for("admin")
+
+    def meter_token(self) -> str:
+        def fetch():
+            answer = requests.post(self.idp.token_url, data={"grant_type": "client_credentials"},
+                                   auth=(METERING_CLIENT, METERING_SECRET), timeout=10)  # fmt: skip
+            answer.raise_for_status()
+            body = answer.json()
+            return body["access_token"], int(body.get("expires_in", 300))
+
+        return self._cached("meter", fetch)
+
+    def headers(self, token: str, key: str | None = None) -> dict:
+        headers = {"Authorization": f"Bearer {token}"}
+        if key is not None:
+            headers["Idempotency-Key"] = key
+        return headers
+
+
+@pytest.fixture(scope="session")
+def sandbox_accounting():
+    workdir = make_data_dir("desp-accounting-")
+    idp = IdpProcess(workdir)
+    process = None
+    try:
+        idp.start()
+        process = AccountingProcess(workdir / "data", idp.jwks_url, idp.issuer)
+        process.log_path = workdir / "accounting.log"
+        process.start()
+        yield SandboxAccounting(idp, process)
+    finally:
+        if process is not None:
+            process.stop()
+        idp.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
