@@ -3,7 +3,8 @@
 Enabled in every user server by `extensions/jupyter-config/desp_lab.json` (installed into
 `etc/jupyter/jupyter_server_config.d/`). Configuration is on `DespLabExtension` (traitlets), each setting
 defaulting to the environment variable the hub sets (`DESP_CATALOGUE_URL`, `DESP_CACHE_URL`,
-`DESP_CACHE_STORAGE_OPTIONS`, `DESP_CACHE_QUOTA_BYTES`). The SDK clients are made on first use (so a catalogue
+`DESP_CACHE_STORAGE_OPTIONS`, `DESP_CACHE_QUOTA_BYTES`; for the status bar and the Traces panel `DESP_ACCOUNTING_URL`,
+`DESP_TRACE_URL`, `DESP_SESSION_ID`, `DESP_PROFILE`, `DESP_DCU_PER_HOUR`). The SDK clients are made on first use (so a catalogue
 that is down when the server starts does not stop the server) and reused. Expired cache copies are evicted at
 each listing and every `eviction_interval` seconds.
 """
@@ -21,6 +22,7 @@ from traitlets import Dict, Float, Integer, Unicode, default
 
 from desp_lab.server_extension.handlers import handlers
 from desp_lab.server_extension.jobs import CacheRequestJobs
+from desp_lab.server_extension.platform import platform_handlers
 
 
 def _data_token() -> str | None:
@@ -30,6 +32,16 @@ def _data_token() -> str | None:
 
     try:
         return credentials.data_token()
+    except credentials.CredentialsError:
+        return None
+
+
+def _access_token() -> str | None:
+    """The user's DESP access token for the accounting and trace services, or None when there is none."""
+    from desp_lab import credentials
+
+    try:
+        return credentials.access_token()
     except credentials.CredentialsError:
         return None
 
@@ -87,6 +99,66 @@ class DespLabExtension(ExtensionApp):
 
     max_retention_days = Float(90.0, help="Longest retention a cache request may ask for, in days.").tag(config=True)
 
+    accounting_url = Unicode(
+        help="Root URL of the DESP accounting service (the DCU ledger). Empty: no accounting, the status bar's "
+        "balance stays hidden. Default: the DESP_ACCOUNTING_URL environment variable."
+    ).tag(config=True)
+
+    @default("accounting_url")
+    def _default_accounting_url(self):
+        return os.environ.get("DESP_ACCOUNTING_URL", "")
+
+    accounting_user = Unicode(
+        help="The account whose balance the status bar shows. Empty: the owner of the access token. "
+        "Default: the JUPYTERHUB_USER environment variable."
+    ).tag(config=True)
+
+    @default("accounting_user")
+    def _default_accounting_user(self):
+        return os.environ.get("JUPYTERHUB_USER", "")
+
+    trace_url = Unicode(
+        help="Root URL of the DESP trace service (traceability API). Empty: the SDK's default. "
+        "Default: the DESP_TRACE_URL environment variable."
+    ).tag(config=True)
+
+    @default("trace_url")
+    def _default_trace_url(self):
+        return os.environ.get("DESP_TRACE_URL", "")
+
+    session_id = Unicode(
+        help="This server's metering session (the `session` of its DCU transactions), whose cost so far the status "
+        "bar shows. Default: the DESP_SESSION_ID environment variable the hub sets."
+    ).tag(config=True)
+
+    @default("session_id")
+    def _default_session_id(self):
+        return os.environ.get("DESP_SESSION_ID", "")
+
+    profile = Unicode(
+        help="The profile this server runs (shown in the status bar's tooltip). Default: the DESP_PROFILE "
+        "environment variable."
+    ).tag(config=True)
+
+    @default("profile")
+    def _default_profile(self):
+        return os.environ.get("DESP_PROFILE", "")
+
+    dcu_per_hour = Unicode(
+        help="The profile's price in DCU per hour (shown in the status bar's tooltip). Default: the "
+        "DESP_DCU_PER_HOUR environment variable."
+    ).tag(config=True)
+
+    @default("dcu_per_hour")
+    def _default_dcu_per_hour(self):
+        return os.environ.get("DESP_DCU_PER_HOUR", "")
+
+    status_refresh_seconds = Float(
+        30.0,
+        help="Seconds between two refreshes of the status bar's balance and session cost (given to the front end "
+        "in the accounting/status answer).",
+    ).tag(config=True)
+
     max_workers = Integer(
         8, help="Threads that run blocking SDK calls (catalogue HTTP, cache I/O, background copies)."
     ).tag(config=True)
@@ -99,6 +171,7 @@ class DespLabExtension(ExtensionApp):
         self._catalogue = None
         self._cache = None
         self._eviction = None
+        self._accounting = None
         self.log.info(
             "DESP API: catalogue %s, cache %s, eviction every %ss",
             self.catalogue_url or "(DESP_CATALOGUE_URL unset)",
@@ -107,7 +180,8 @@ class DespLabExtension(ExtensionApp):
         )
 
     def initialize_handlers(self):
-        self.handlers.extend(handlers())
+        # The platform endpoints come first: handlers() ends with the catch-all 404 of desp/api/.
+        self.handlers.extend(platform_handlers() + handlers())
         if self.eviction_interval > 0 and self.cache_url:
             self._eviction = PeriodicCallback(self._evict_expired, self.eviction_interval * 1000)
             self._eviction.start()
@@ -134,6 +208,16 @@ class DespLabExtension(ExtensionApp):
                     token=_data_token,
                 )
             return self._cache
+
+    def accounting(self):
+        """The SDK Accounting client of the configured service (made on first use); the token is read from the
+        environment (or the hub) at each request, so a refreshed token is used."""
+        with self._clients_lock:
+            if self._accounting is None:
+                from desp_lab.accounting import Accounting
+
+                self._accounting = Accounting(url=self.accounting_url or None, token=_access_token)
+            return self._accounting
 
     async def _evict_expired(self):
         """Periodic: evict expired copies from the cache area, off the event loop; failures are logged only."""

@@ -148,3 +148,69 @@ export function describeError(error: unknown): string {
   }
   return error instanceof Error ? error.message : String(error);
 }
+
+// ------------------------------------------------------------------------------------------------ accounting
+
+/** GET accounting/status: the user's DCU account, this server's profile and price, this session's cost so far. */
+export interface IAccountingStatus {
+  user: string | null;
+  mode: 'advance' | 'arrears' | string | null;
+  /** Amounts are strings with 3 decimals ("97.250"), as the accounting API gives them. */
+  balance: string | null;
+  available: string | null;
+  monthly_quota: string | null;
+  used_this_month: string | null;
+  profile: string | null;
+  dcu_per_hour: string | null;
+  session: string | null;
+  session_cost: string | null;
+  /** Seconds between two refreshes of the status bar (the server's `status_refresh_seconds`). */
+  refresh_seconds: number;
+}
+
+// ------------------------------------------------------------------------------------------------ traces
+
+export interface ITraceProduct {
+  name: string;
+  size: number | null;
+  hash: string;
+  contents?: Array<{ path: string; hash: string }>;
+  inputs?: Array<{ name: string; hash: string }>;
+}
+
+/** A trace, as the trace service stores it (id, timestamp and origin once registered). */
+export interface ITrace {
+  id?: string | null;
+  timestamp?: string | null;
+  origin?: string | null;
+  event: string;
+  hash_algorithm: string;
+  product: ITraceProduct;
+  signature?: unknown;
+}
+
+/** POST traces/generate. */
+export interface ITraceAnswer {
+  path: string;
+  trace: ITrace;
+  sent: boolean;
+  id: string | null;
+}
+
+/** POST traces/verify: `ok`, the registered (`expected`) and recomputed (`actual`) hashes, the members that differ. */
+export interface IVerifyAnswer {
+  path: string;
+  ok: boolean;
+  expected: string | null;
+  actual: string | null;
+  changed?: string[] | null;
+  missing?: string[] | null;
+  added?: string[] | null;
+  message?: string | null;
+  trace?: ITrace | null;
+}
+
+/** GET traces/search. */
+export interface ITraceSearch {
+  traces: ITrace[];
+}

@@ -1,22 +1,34 @@
 /**
- * @desp/lab — the DESP Data sidebar of JupyterLab: catalogue search, "insert code" into the active notebook,
- * the user's cache area and "copy to my cache", over the desp_lab server extension's REST API.
+ * @desp/lab — the DESP Data sidebar of JupyterLab (catalogue search, "insert code" into the active notebook, the
+ * user's cache area and "copy to my cache"), the DCU balance in the status bar and the DESP Traces sidebar (trace,
+ * verify, search by hash), over the desp_lab server extension's REST API.
  */
 import { ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
+import { ICommandPalette } from '@jupyterlab/apputils';
+import { IFileBrowserFactory } from '@jupyterlab/filebrowser';
 import { INotebookTracker } from '@jupyterlab/notebook';
+import { IStatusBar } from '@jupyterlab/statusbar';
 import { LabIcon } from '@jupyterlab/ui-components';
 
 import { insertCodeCell } from './notebook';
 import { DataPanel } from './panel';
+import { BalanceStatus } from './status';
+import { TracesPanel } from './traces';
 
 import dataIconSvg from '../style/icons/desp-data.svg';
+import tracesIconSvg from '../style/icons/desp-traces.svg';
 
 export const dataIcon = new LabIcon({ name: '@desp/lab:data', svgstr: dataIconSvg });
+export const tracesIcon = new LabIcon({ name: '@desp/lab:traces', svgstr: tracesIconSvg });
 
 /** Command that shows the DESP Data sidebar. */
 export const OPEN_COMMAND = 'desp:open-data-panel';
+/** Commands of the DESP Traces sidebar. */
+export const OPEN_TRACES_COMMAND = 'desp:open-traces-panel';
+export const TRACE_FILE_COMMAND = 'desp:trace-file';
+export const VERIFY_FILE_COMMAND = 'desp:verify-file';
 
-const plugin: JupyterFrontEndPlugin<void> = {
+const dataPanelPlugin: JupyterFrontEndPlugin<void> = {
   id: '@desp/lab:data-panel',
   description: 'The DESP Data sidebar: catalogue search, insert code, my cache.',
   autoStart: true,
@@ -40,4 +52,90 @@ const plugin: JupyterFrontEndPlugin<void> = {
   }
 };
 
-export default plugin;
+const balancePlugin: JupyterFrontEndPlugin<void> = {
+  id: '@desp/lab:balance-status',
+  description: "The user's DCU balance and this session's cost in the status bar.",
+  autoStart: true,
+  optional: [IStatusBar],
+  activate: (app: JupyterFrontEnd, statusBar: IStatusBar | null) => {
+    if (!statusBar) {
+      return;
+    }
+    const item = new BalanceStatus();
+    statusBar.registerStatusItem('@desp/lab:balance-status', {
+      item,
+      align: 'left',
+      rank: 900,
+      isActive: () => item.isActive,
+      activeStateChanged: item.activeStateChanged
+    });
+  }
+};
+
+/** The path the command should work on: its `path` argument, else the file browser's first selected item. */
+function targetPath(args: { [key: string]: unknown }, factory: IFileBrowserFactory | null): string | null {
+  if (typeof args.path === 'string' && args.path) {
+    return args.path;
+  }
+  const browser = factory?.tracker.currentWidget;
+  if (!browser) {
+    return null;
+  }
+  const selected = browser.selectedItems().next();
+  return selected.done || !selected.value ? null : selected.value.path;
+}
+
+const tracesPlugin: JupyterFrontEndPlugin<void> = {
+  id: '@desp/lab:traces-panel',
+  description: 'The DESP Traces sidebar: trace a file or folder, verify it, search traces by hash.',
+  autoStart: true,
+  optional: [ILayoutRestorer, IFileBrowserFactory, ICommandPalette],
+  activate: (
+    app: JupyterFrontEnd,
+    restorer: ILayoutRestorer | null,
+    factory: IFileBrowserFactory | null,
+    palette: ICommandPalette | null
+  ) => {
+    const panel = new TracesPanel();
+    panel.title.icon = tracesIcon;
+    panel.title.caption = 'DESP Traces';
+    app.shell.add(panel, 'left', { rank: 710 });
+    if (restorer) {
+      restorer.add(panel, panel.id);
+    }
+    const run = (action: 'trace' | 'verify', args: { [key: string]: unknown }) => {
+      app.shell.activateById(panel.id);
+      const path = targetPath(args, factory);
+      if (path) {
+        panel.request(action, path);
+      }
+    };
+    app.commands.addCommand(OPEN_TRACES_COMMAND, {
+      label: 'DESP Traces: open the traces panel',
+      icon: tracesIcon,
+      execute: () => app.shell.activateById(panel.id)
+    });
+    app.commands.addCommand(TRACE_FILE_COMMAND, {
+      label: 'Trace this file',
+      caption: "Compute the file's trace (its hash) in the DESP Traces panel, registering it when so chosen",
+      icon: tracesIcon,
+      execute: args => run('trace', args)
+    });
+    app.commands.addCommand(VERIFY_FILE_COMMAND, {
+      label: 'Verify this file',
+      caption: 'Check the file against its registered trace in the DESP Traces panel',
+      icon: tracesIcon,
+      execute: args => run('verify', args)
+    });
+    // Files and folders (a Zarr store is a folder) of the file browser.
+    app.contextMenu.addItem({ command: TRACE_FILE_COMMAND, selector: '.jp-DirListing-item[data-isdir]', rank: 60 });
+    app.contextMenu.addItem({ command: VERIFY_FILE_COMMAND, selector: '.jp-DirListing-item[data-isdir]', rank: 61 });
+    if (palette) {
+      for (const command of [OPEN_TRACES_COMMAND, TRACE_FILE_COMMAND, VERIFY_FILE_COMMAND]) {
+        palette.addItem({ command, category: 'DESP' });
+      }
+    }
+  }
+};
+
+export default [dataPanelPlugin, balancePlugin, tracesPlugin];
