@@ -20,7 +20,6 @@ path elsewhere, a symlink pointing out) is refused with 400 naming the field `pa
 from __future__ import annotations
 
 import dataclasses
-import decimal
 import os
 
 import tornado.web
@@ -32,60 +31,23 @@ from desp_lab.server_extension.handlers import DespApiError, DespApiHandler
 NOT_CONFIGURED = "accounting is not configured in this server (DESP_ACCOUNTING_URL is not set)."
 
 
-def dcu(value) -> str | None:
-    """An amount (Decimal, number or string) as the accounting API writes it: a string with 3 decimals."""
-    if value is None or value == "":
-        return None
-    try:
-        return str(decimal.Decimal(str(value)).quantize(decimal.Decimal("0.001")))
-    except decimal.InvalidOperation:
-        return str(value)
-
-
 # ----------------------------------------------------------------------------------------------- accounting
 
 
-def session_total(listing) -> decimal.Decimal:
-    """The cost of a session from the SDK's `transactions()` answer: its `total` when it gives one, else debits
-    minus credits of the listed transactions."""
-    if isinstance(listing, dict) and listing.get("total") is not None:
-        return decimal.Decimal(str(listing["total"]))
-    transactions = listing.get("transactions", []) if isinstance(listing, dict) else list(listing or [])
-    total = decimal.Decimal(0)
-    for transaction in transactions:
-        get = transaction.get if isinstance(transaction, dict) else lambda key, t=transaction: getattr(t, key, None)
-        amount = decimal.Decimal(str(get("amount") or 0))
-        total += -amount if get("kind") == "credit" else amount
-    return total
-
-
-def _field(record, name):
-    return record.get(name) if isinstance(record, dict) else getattr(record, name, None)
-
-
 def accounting_status(extension) -> dict:
-    """The status bar's JSON (blocking: runs on the thread pool)."""
-    accounting = extension.accounting()
-    user = extension.accounting_user or None
-    account = accounting.account(user)
-    user = _field(account, "user") or user
-    session = extension.session_id or None
-    session_cost = None
-    if session:
-        session_cost = dcu(session_total(accounting.transactions(user, session=session)))
-    return {
-        "user": user,
-        "mode": _field(account, "mode"),
-        "balance": dcu(_field(account, "balance")),
-        "available": dcu(_field(account, "available")),
-        "monthly_quota": dcu(_field(account, "monthly_quota")),
-        "used_this_month": dcu(_field(account, "used_this_month")),
-        "profile": extension.profile or None,
-        "dcu_per_hour": dcu(extension.dcu_per_hour) if extension.dcu_per_hour else None,
-        "session": session,
-        "session_cost": session_cost,
-        "refresh_seconds": extension.status_refresh_seconds,
-    }
+    """The status bar's JSON (blocking: runs on the thread pool). One implementation with the notebook's
+    `desp_lab.widgets.balance_status`, fed with this server's settings."""
+    from desp_lab.widgets import balance_status
+
+    status = balance_status(
+        extension.accounting(),
+        user=extension.accounting_user or None,
+        session=extension.session_id,
+        profile=extension.profile,
+        dcu_per_hour=extension.dcu_per_hour,
+    )
+    status["refresh_seconds"] = extension.status_refresh_seconds
+    return status
 
 
 class AccountingStatusHandler(DespApiHandler):
@@ -156,8 +118,12 @@ class TraceGenerateHandler(TraceHandler):
         body = self.body_json()
         full, relative = resolve_path(self.root_dir(), body.get("path"))
         algorithm = body.get("algorithm") or "BLAKE3"
-        if not isinstance(algorithm, str):
-            raise DespApiError(400, f"Invalid algorithm: expected a name such as BLAKE3 or SHA256; got {algorithm!r}.", "algorithm")
+        try:
+            if not isinstance(algorithm, str):
+                raise ValueError(f"expected a name such as BLAKE3 or SHA256; got {algorithm!r}")
+            algorithm = trace_sdk.canonical_algorithm(algorithm)
+        except ValueError as error:
+            raise DespApiError(400, f"Invalid algorithm: {error}", "algorithm") from None
         send = body.get("send", False)
         if not isinstance(send, bool):
             raise DespApiError(400, f"Invalid send: expected true or false; got {send!r}.", "send")
@@ -187,6 +153,9 @@ class TraceVerifyHandler(TraceHandler):
         result = await self.run_sdk(trace_sdk.verify, full, **self.trace_kwargs())
         answer = verify_json(result)
         answer["path"] = relative
+        answer["message"] = str(result)
+        registered = getattr(result, "trace", None)
+        answer["trace_id"] = registered.get("id") if isinstance(registered, dict) else None
         self.write_json(answer)
 
 
