@@ -396,16 +396,20 @@ class TraceWidget(widgets.VBox):
     def run_search(self) -> list[dict]:
         """Traces whose product hash is `.hash`; what the Search button does."""
         try:
-            found = self._client().search(hash=self.hash.value.strip().lower() or None) if self.hash.value.strip() else None
-            if found is None:
+            wanted = self.hash.value.strip().lower()
+            if not wanted:
                 raise DespError("Give a hash to search for.", field="hash", status=400)
+            found = self._client().search(hash=wanted)
         except Exception as error:
             self.found = []
             self._show_error(error)
             return []
         self.error, self.found = None, found
-        rows = [(trace.get("timestamp") or "", f"{trace['product']['name']} ({trace['event']}, {trace.get('origin') or '?'}, id {trace.get('id')})")
-                for trace in found]  # fmt: skip
+        rows = [
+            (trace.get("timestamp") or "",
+             f"{trace['product']['name']} ({trace['event']}, {trace.get('origin') or '?'}, id {trace.get('id')})")
+            for trace in found
+        ]  # fmt: skip
         self._show(f"{len(found)} trace{'s' if len(found) != 1 else ''} with this hash.", rows)
         return found
 
@@ -418,9 +422,11 @@ class TraceWidget(widgets.VBox):
     def _show(self, text: str, rows, color: str | None = None) -> None:
         style = f' style="color: {color}"' if color else ""
         self.message.value = f"<b{style}>{html.escape(text)}</b>"
-        self.details.value = "<table>" + "".join(
-            f"<tr><td>{html.escape(str(key))}</td><td><code>{html.escape(str(value))}</code></td></tr>" for key, value in rows
-        ) + "</table>"
+        cells = "".join(
+            f"<tr><td>{html.escape(str(key))}</td><td><code>{html.escape(str(value))}</code></td></tr>"
+            for key, value in rows
+        )
+        self.details.value = f"<table>{cells}</table>"
 
     def _show_error(self, error: Exception) -> None:
         self.error = error
@@ -431,7 +437,8 @@ class TraceWidget(widgets.VBox):
 
 def _trace_rows(trace: dict) -> list[tuple[str, str]]:
     product = trace["product"]
-    rows = [("product", product["name"]), (trace["hash_algorithm"], product["hash"]), ("size", f"{product.get('size')} bytes")]
+    rows = [("product", product["name"]), (trace["hash_algorithm"], product["hash"]),
+            ("size", f"{product.get('size')} bytes")]  # fmt: skip
     if product.get("contents"):
         rows.append(("members", str(len(product["contents"]))))
     if trace.get("id"):

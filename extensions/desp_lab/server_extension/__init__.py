@@ -1,12 +1,13 @@
-"""The desp_lab Jupyter server extension: REST API under `{base_url}desp/api/` for the "DESP Data" panel.
+"""The desp_lab Jupyter server extension: REST API under `{base_url}desp/api/` for the "DESP Data" panel, the
+status bar's DCU balance and the "DESP Traces" panel.
 
 Enabled in every user server by `extensions/jupyter-config/desp_lab.json` (installed into
 `etc/jupyter/jupyter_server_config.d/`). Configuration is on `DespLabExtension` (traitlets), each setting
 defaulting to the environment variable the hub sets (`DESP_CATALOGUE_URL`, `DESP_CACHE_URL`,
-`DESP_CACHE_STORAGE_OPTIONS`, `DESP_CACHE_QUOTA_BYTES`; for the status bar and the Traces panel `DESP_ACCOUNTING_URL`,
-`DESP_TRACE_URL`, `DESP_SESSION_ID`, `DESP_PROFILE`, `DESP_DCU_PER_HOUR`). The SDK clients are made on first use (so a catalogue
-that is down when the server starts does not stop the server) and reused. Expired cache copies are evicted at
-each listing and every `eviction_interval` seconds.
+`DESP_CACHE_STORAGE_OPTIONS`, `DESP_CACHE_QUOTA_BYTES`; for the status bar and the Traces panel
+`DESP_ACCOUNTING_URL`, `DESP_TRACE_URL`, `DESP_SESSION_ID`, `DESP_PROFILE`, `DESP_DCU_PER_HOUR`). The SDK clients
+are made on first use (so a catalogue that is down when the server starts does not stop the server) and reused.
+Expired cache copies are evicted at each listing and every `eviction_interval` seconds.
 """
 
 from __future__ import annotations

@@ -70,7 +70,8 @@ def resolve_path(root: str, path) -> tuple[str, str]:
     400 (field "path") when `path` is missing or leaves the root folder; 404 when it does not exist.
     """
     if not isinstance(path, str) or not path.strip():
-        raise DespApiError(400, "Invalid path: give the path of a file or folder (relative to your home folder).", "path")
+        message = "Invalid path: give the path of a file or folder (relative to your home folder)."
+        raise DespApiError(400, message, "path")
     root_real = os.path.realpath(root)
     full = os.path.realpath(os.path.join(root_real, path.strip()))
     if os.path.commonpath([root_real, full]) != root_real:
