@@ -255,7 +255,9 @@ class Catalogue:
         with self._client_lock:
             if self._client is None:
                 with self._errors("the catalogue root"):
-                    self._client = Client.open(self.url, request_modifier=self._authorize, timeout=self.timeout)
+                    client = Client.open(self.url, request_modifier=self._authorize, timeout=self.timeout)
+                _accept_newer_sort_conformance(client)
+                self._client = client
             return self._client
 
     def _read_json(self, url: str, what: str) -> dict:
@@ -488,6 +490,19 @@ class Catalogue:
 
 
 # -- helpers -----------------------------------------------------------------------------------------------------
+
+
+SORT_CONFORMANCE = re.compile(r"^https://api\.stacspec\.org/v1\.\d+\.\d+[^/]*/item-search#sort$")
+
+
+def _accept_newer_sort_conformance(client: Client) -> None:
+    """Let pystac-client send `sortby` to servers that declare the STAC API 1.1 sort class.
+
+    pystac-client 0.9 recognises only `v1.0.x/item-search#sort`; stac-fastapi (and so the sandbox) declares
+    `v1.1.0/item-search#sort`, and every search would warn "does not conform to SORT" although sorting works.
+    """
+    if any(SORT_CONFORMANCE.match(uri) for uri in client.get_conforms_to()):
+        client.add_conforms_to("SORT")
 
 
 def _zarr_asset(item: pystac.Item, key: str | None) -> tuple[str, dict] | None:

@@ -10,6 +10,7 @@ ordered and waited for, and its download link opens.
 import math
 import socket
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -109,6 +110,16 @@ def test_sdk_search_returns_the_same_items_in_the_same_order_as_pystac_client(ca
         if name == "query eq":
             assert 0 < len(expected) < len(_plain_ids(plain, collections=[ERA5]))
     assert nonempty >= len(_search_cases(plain)) - 1  # only "bbox nowhere" is empty
+
+
+def test_sorting_server_of_stac_api_1_1_gets_sortby_without_a_conformance_warning(cat):
+    """The sandbox declares `v1.1.0/item-search#sort`; pystac-client 0.9 alone would warn it does not conform."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ascending = cat.search(collections=[SENTINEL2], sortby="datetime").items
+        descending = cat.search(collections=[SENTINEL2], sortby="-datetime").items
+    assert [item.datetime for item in descending] == sorted((item.datetime for item in ascending), reverse=True)
+    assert [item.id for item in descending] != [item.id for item in ascending]
 
 
 def test_module_level_search_uses_the_environment(sandbox_catalogue, plain, monkeypatch):
