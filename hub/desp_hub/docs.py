@@ -13,10 +13,11 @@ END = "<!-- config-reference:end -->"
 
 def documented_classes():
     from .authenticator import DespKeycloakAuthenticator
+    from .metering import DespMetering
     from .platform_endpoints import DespPlatformEndpoints
     from .spawner import DespLocalSpawner, DespSystemUserSpawner
 
-    return [DespKeycloakAuthenticator, DespLocalSpawner, DespSystemUserSpawner, DespPlatformEndpoints]
+    return [DespKeycloakAuthenticator, DespLocalSpawner, DespSystemUserSpawner, DespPlatformEndpoints, DespMetering]
 
 
 def own_traits(cls):

@@ -10,7 +10,8 @@ import os
 import sys
 
 from desp_hub.authenticator import DespKeycloakAuthenticator
-from desp_hub.services.install import install_culler_service, install_profiles_service
+from desp_hub.metering import hub_metering
+from desp_hub.services.install import install_culler_service, install_metering_service, install_profiles_service
 from desp_hub.spawner import DespLocalSpawner
 
 c = get_config()  # noqa: F821 (provided by JupyterHub when it loads this file)
@@ -70,6 +71,21 @@ install_profiles_service(c, db_url=profiles_url, seed_path=profiles_seed)
 # the spawn page then tells the user.
 # DESP_CULLER_INTERVAL (seconds between passes, default 60) is for tests and demos with tiny limits.
 install_culler_service(c, db_url=profiles_url, interval=int(os.environ.get("DESP_CULLER_INTERVAL") or 60))
+# Metering (desp_hub.metering): with an accounting service (`--DespMetering.accounting_url`, as `desp-hub up` passes
+# it, or $DESP_ACCOUNTING_URL) every running server is debited its profile's DCUs interval by interval, and a spawn
+# the balance cannot cover is refused. The service's client secret comes from $DESP_METERING_CLIENT_SECRET.
+c.DespMetering.db_url = profiles_url  # the outbox lives next to the profiles (the spawner and the service agree)
+metering = hub_metering(c)
+if metering.enabled:
+    install_metering_service(
+        c,
+        accounting_url=metering.accounting_url,
+        db_url=metering.db_url,
+        interval_seconds=metering.interval_seconds,
+        poll_seconds=metering.poll_seconds,
+        token_url=metering.token_url,
+        client_id=metering.client_id,
+    )
 
 extra_config = os.environ.get("DESP_HUB_EXTRA_CONFIG")
 if extra_config:

@@ -23,12 +23,14 @@ import subprocess
 import sys
 
 from jupyterhub.spawner import LocalProcessSpawner, SimpleLocalProcessSpawner
+from jupyterhub.utils import maybe_future
 from sqlalchemy.exc import SQLAlchemyError
 from tornado import web
 from traitlets import Bool, Unicode, default
 from traitlets.config import LoggingConfigurable
 
 from .culls import cull_notice, last_cull
+from .metering import ClientCredentials, DespMetering, amount_milli, format_dcu, session_id, spawn_refusal
 from .platform_endpoints import DespPlatformEndpoints
 from .profile_store import migrated_store
 from .profiles import (
@@ -47,6 +49,16 @@ def _ready_store(url, seed_path):
     store = migrated_store(url)
     store.seed_if_empty(seed_path)
     return store
+
+
+@functools.cache
+def _cached_token_source(token_url, client_id, client_secret):
+    return ClientCredentials(token_url, client_id, client_secret)
+
+
+def _token_source(metering):
+    """One cached client-credentials token per hub process (not one token request per spawn)."""
+    return _cached_token_source(metering.token_url, metering.client_id, metering.client_secret)
 
 
 def host_has_gpu() -> bool:
@@ -157,6 +169,11 @@ class DespProfilesMixin(LoggingConfigurable):
                 f"The {profile.display_name} profile needs a GPU and this host has none. "
                 "Choose another profile.",
             )
+        await self.check_dcu_balance(profile)
+        # The price goes with the server's user_options (which the hub persists and its REST API shows with
+        # `read:servers`), so the metering service reads the price the server was started at.
+        self.user_options = {**(user_options or {}), "dcu_per_hour": profile.dcu_per_hour}
+        self.orm_spawner.user_options = dict(self.user_options)
         settings = local_spawner_settings(profile)
         self.profile = profile
         for trait in ("mem_limit", "mem_guarantee", "cpu_limit", "cpu_guarantee"):
@@ -165,10 +182,76 @@ class DespProfilesMixin(LoggingConfigurable):
         self.memory_rlimit = settings["memory_rlimit"]
         self.log.info("Starting %s's server with profile %s", self.user.name, profile.slug)
 
+    @property
+    def metering(self) -> DespMetering:
+        """The metering configuration (`c.DespMetering`), read once per spawner."""
+        if getattr(self, "_desp_metering", None) is None:
+            self._desp_metering = DespMetering(parent=self)
+        return self._desp_metering
+
+    async def check_dcu_balance(self, profile):
+        """Refuse the spawn (402) when the user's available DCUs cannot cover the profile's first interval.
+
+        When the accounting service cannot be asked, `DespMetering.when_accounting_down` decides (503 or start),
+        with a log line either way. Nothing is checked when metering is off or the profile is free.
+        """
+        metering = self.metering
+        if not metering.enabled:
+            return
+        first = amount_milli(profile.dcu_per_hour, metering.interval_seconds)
+        if first == 0:
+            return
+        try:
+            # A person waits for this answer: one quick retry at most, then the policy decides.
+            accounting = metering.accounting(token=_token_source(metering), timeout=5, retries=1, backoff=0.2)
+            account = await asyncio.to_thread(accounting.account, self.user.name)
+            available = account["available"]
+            refusal = spawn_refusal(
+                available=available,
+                mode=account.get("mode", "advance"),
+                profile_name=profile.display_name,
+                dcu_per_hour=profile.dcu_per_hour,
+                interval_seconds=metering.interval_seconds,
+            )
+        except Exception as error:  # unreachable, refused token, garbled answer: the balance is unknown
+            reason = f"{type(error).__name__}: {error}"
+            if metering.when_accounting_down == "allow":
+                self.log.warning(
+                    "Cannot check the DCU balance of %s (%s); starting %s anyway (when_accounting_down=allow)",
+                    self.user.name, reason, profile.slug,
+                )
+                return
+            self.log.error(
+                "Cannot check the DCU balance of %s (%s); refusing to start %s (when_accounting_down=refuse)",
+                self.user.name, reason, profile.slug,
+            )
+            raise web.HTTPError(
+                503,
+                "Your DCU balance cannot be checked right now (the accounting service is not available), so the "
+                "server was not started. Try again in a few minutes.",
+            ) from None
+        if refusal:
+            self.log.warning(
+                "Refused spawn of %s for %s: %s DCU available, first interval costs %s DCU",
+                profile.slug, self.user.name, available, format_dcu(first),
+            )
+            raise web.HTTPError(402, refusal)
+        self.log.info("%s has %s DCU available; %s costs %s DCU per interval", self.user.name, available,
+                      profile.slug, format_dcu(first))
+
+    def session_id(self):
+        """This server's metering session (`DESP_SESSION_ID`), or "" when it has not been started."""
+        started = self.orm_spawner.started
+        return session_id(self.user.name, self.name, started) if started else ""
+
     def get_env(self):
-        """The server's environment, plus where the platform's data services are (DespPlatformEndpoints)."""
+        """The server's environment, plus where the platform's services are (DespPlatformEndpoints) and its
+        metering session (`DESP_SESSION_ID`)."""
         env = super().get_env()
         env.update(DespPlatformEndpoints(parent=self).environment(self.user.name))
+        session = self.session_id()
+        if session:
+            env["DESP_SESSION_ID"] = session
         return env
 
     def prepare_user_cache(self):
@@ -180,7 +263,46 @@ class DespProfilesMixin(LoggingConfigurable):
 
     async def start(self):
         self.prepare_user_cache()
-        return await super().start()
+        url = await super().start()
+        await self.open_metering_session()
+        return url
+
+    async def open_metering_session(self):
+        """Record the started server's session with its profile's price (the metering service meters it)."""
+        metering = self.metering
+        started = self.orm_spawner.started
+        profile = getattr(self, "profile", None)
+        if not metering.enabled or started is None or profile is None:
+            return
+        try:
+            await asyncio.to_thread(
+                metering.outbox().open_session,
+                self.user.name, self.name, started, profile.slug, profile.dcu_per_hour, metering.interval_seconds,
+            )
+        except Exception as error:  # the service records the session at first sight anyway
+            self.log.error("Could not record the metering session of %s: %s", self._log_name, error)
+
+    async def run_post_stop_hook(self):
+        """After every stop (asked for, culled, or found dead), queue the session's last intervals, then the hook."""
+        await self.close_metering_sessions()
+        return await maybe_future(super().run_post_stop_hook())
+
+    async def close_metering_sessions(self):
+        """Queue the missing complete intervals and the final partial one of this server's open sessions.
+
+        The hub has already forgotten `started` when its stop hook runs, so the open sessions are found in the
+        outbox by user and server name; the stop time is read when they are closed.
+        """
+        metering = self.metering
+        if not metering.enabled:
+            return
+        try:
+            closed = await asyncio.to_thread(metering.outbox().close_sessions, self.user.name, self.name)
+        except Exception as error:
+            self.log.error("Could not queue the final metering interval of %s: %s", self._log_name, error)
+            return
+        for session in closed:
+            self.log.info("Metering session %s stopped at %s", session.session, session.stopped_at.isoformat())
 
     def _limit_memory(self, preexec):
         """Wrap a preexec function so the server (and its kernels) cannot grow past the profile's memory."""

@@ -10,6 +10,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from traitlets.config import Config
 
+import desp_hub.metering  # noqa: F401  (its tables are part of the store's head schema too)
 from desp_hub import culls
 from desp_hub.culls import cull_notice, format_duration, last_cull, record_cull
 from desp_hub.profile_store import ALEMBIC_VERSION_TABLE, ProfileStore, alembic_config, metadata
@@ -76,7 +77,7 @@ def url(request, tmp_path):
 def test_migration_0003_builds_the_culls_table(url):
     store = ProfileStore(url)
     store.upgrade()
-    assert store.schema_revision() == "0003"
+    assert store.schema_revision() >= "0003"
     with store.engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"version_table": ALEMBIC_VERSION_TABLE})
         assert culls.culls_table.name in metadata.tables
@@ -86,7 +87,7 @@ def test_migration_0003_builds_the_culls_table(url):
     assert store.schema_revision() == "0002"
     with store.engine.connect() as connection:
         assert "server_culls" not in sa.inspect(connection).get_table_names()
-    store.upgrade()
+    store.upgrade("0003")
     assert store.schema_revision() == "0003"
     store.close()
 

@@ -24,6 +24,7 @@ from desp_hub.profile_store import (
 from desp_hub.profiles import Profile, ProfileError, load_profiles
 
 import desp_hub.culls  # noqa: F401,E402  (its table is part of the store's head schema)
+import desp_hub.metering  # noqa: F401,E402  (so are the metering sessions and outbox)
 
 HEAD = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
 

@@ -213,3 +213,64 @@ def install_culler_service(c: Any, *, db_url: str, interval: int = 60, fallback_
         c.JupyterHub.load_roles.append(role)
     else:
         c.JupyterHub.load_roles = [*(r for r in roles if r.get("name") != CULLER_ROLE), role]
+
+
+METERING_NAME = "metering"
+METERING_ROLE = "metering-service"
+# Least privilege for the metering service: list the users (`list:users`) and read their server models
+# (`read:servers`: each server's started, ready and user_options, where the spawner records the profile and its
+# price). It stops nothing, reads no server state, no tokens, no auth_state.
+METERING_SCOPES = ["list:users", "read:servers"]
+# The hub's client secret for the accounting service, handed to the service when it starts (never in `c`).
+METERING_SECRET_ENV = "DESP_METERING_CLIENT_SECRET"
+
+
+def install_metering_service(
+    c: Any,
+    *,
+    accounting_url: str,
+    db_url: str,
+    interval_seconds: int = 300,
+    poll_seconds: float = 0,
+    token_url: str = "",
+    client_id: str = "desp-metering",
+) -> None:
+    """Add the `metering` service (`desp_hub.services.metering_service`) and its least-privilege role to `c`.
+
+    Every `poll_seconds` (0: a fifth of `interval_seconds`, at least 1 s) it queues the complete intervals of the
+    running servers in the outbox at `db_url` and delivers the queued debits to `accounting_url`, with an access
+    token of `client_id` from `token_url` (client credentials; the secret is read from the hub's
+    DESP_METERING_CLIENT_SECRET when the service starts). A managed service without a URL: users never reach it.
+    It inherits the hub's PostgreSQL client variables (`PGPASSWORD`, ...) when set, as the culler does.
+
+    Existing services and roles are kept; where `c` sets them outright, calling it again replaces the service.
+    """
+    environment = {name: _FromHubEnvironment(name) for name in INHERITED_ENV if name in os.environ}
+    environment[METERING_SECRET_ENV] = _FromHubEnvironment(METERING_SECRET_ENV)
+    service = {
+        "name": METERING_NAME,
+        "command": [
+            sys.executable,
+            "-m",
+            "desp_hub.services.metering_service",
+            f"--accounting-url={accounting_url}",
+            f"--db-url={db_url}",
+            f"--interval={int(interval_seconds)}",
+            f"--poll={float(poll_seconds):g}",
+            f"--token-url={token_url}",
+            f"--client-id={client_id}",
+        ],
+        "environment": environment,
+    }
+    role = {
+        "name": METERING_ROLE,
+        "description": "The metering service: reads which servers run, since when and at which price",
+        "scopes": list(METERING_SCOPES),
+        "services": [METERING_NAME],
+    }
+    _put_service(c, service)
+    roles = _configured(c.JupyterHub, "load_roles")
+    if roles is None:
+        c.JupyterHub.load_roles.append(role)
+    else:
+        c.JupyterHub.load_roles = [*(r for r in roles if r.get("name") != METERING_ROLE), role]
