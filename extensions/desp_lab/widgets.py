@@ -212,10 +212,10 @@ def _field(record, name):
 
 
 def session_total(listing) -> decimal.Decimal:
-    """The cost of a session from `Accounting.transactions()`: its `total` when it gives one, else debits minus
-    credits of the listed transactions."""
+    """The cost of a session from `Accounting.transactions()`: its `total` (the debits) less its `credits`
+    (corrections) when it gives them, else debits minus credits of the listed transactions."""
     if isinstance(listing, dict) and listing.get("total") is not None:
-        return decimal.Decimal(str(listing["total"]))
+        return decimal.Decimal(str(listing["total"])) - decimal.Decimal(str(listing.get("credits") or 0))
     transactions = listing.get("transactions", []) if isinstance(listing, dict) else list(listing or [])
     total = decimal.Decimal(0)
     for transaction in transactions:

@@ -37,14 +37,15 @@ def _data_token() -> str | None:
         return None
 
 
-def _access_token() -> str | None:
-    """The user's DESP access token for the accounting and trace services, or None when there is none."""
+def _access_token() -> str:
+    """The user's DESP access token for the accounting service (asked for at each request); 401 when there is none."""
     from desp_lab import credentials
+    from desp_lab.errors import DespError
 
     try:
         return credentials.access_token()
-    except credentials.CredentialsError:
-        return None
+    except credentials.CredentialsError as error:
+        raise DespError(str(error), status=401) from None
 
 
 class DespLabExtension(ExtensionApp):
