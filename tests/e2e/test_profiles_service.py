@@ -14,21 +14,11 @@ import yaml
 
 from tests.e2e.hubclient import HubSession
 from tests.e2e.stack import FAST_REFRESH_CONFIG, start_hub
+from tests.profiles_data import NEW_PROFILE
 from tests.support import wait_for_http
 
 pytestmark = pytest.mark.timeout(600)
 
-NEW_PROFILE = {
-    "slug": "small",
-    "display_name": "Small",
-    "image": "ghcr.io/desp-hub/singleuser:0.1.0",
-    "cpu_guarantee": 0.25,
-    "cpu_limit": 1,
-    "mem_guarantee": "512M",
-    "mem_limit": "1G",
-    "allowed_groups": ["desp-users"],
-    "order": 5,
-}
 
 WRITES = [
     ("POST", "profiles", NEW_PROFILE),

@@ -40,6 +40,7 @@ from desp_hub.services.profiles_service import (
     profile_body,
     visible_profiles,
 )
+from tests.profiles_data import NEW_PROFILE
 from tests.support import free_port, wait_for_http
 
 SEED = Path(profiles_service.__file__).parent.parent / "profiles.yaml"
@@ -55,17 +56,6 @@ CALLERS = {
     "stranger-token": {"name": "stranger", "admin": False, "groups": ["desp-users"], "scopes": []},
 }
 
-NEW_PROFILE = {
-    "slug": "small",
-    "display_name": "Small",
-    "image": "ghcr.io/desp-hub/singleuser:0.1.0",
-    "cpu_guarantee": 0.25,
-    "cpu_limit": 1,
-    "mem_guarantee": "512M",
-    "mem_limit": "1G",
-    "allowed_groups": ["desp-users"],
-    "order": 5,
-}
 
 
 # --- the OpenAPI document ----------------------------------------------------------------------------------------
