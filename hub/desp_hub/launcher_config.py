@@ -87,6 +87,7 @@ def masked_config(config_file: str, options: LaunchOptions, environ) -> str:
     from traitlets.config.loader import DeferredConfig, LazyConfigValue
 
     from .authenticator import DespKeycloakAuthenticator
+    from .metering import DespMetering
     from .platform_endpoints import DespPlatformEndpoints
     from .spawner import DespLocalSpawner, DespSystemUserSpawner
 
@@ -95,7 +96,7 @@ def masked_config(config_file: str, options: LaunchOptions, environ) -> str:
     app.load_config_file(app.config_file)
     app.update_config(app.cli_config)
     classes = {cls.__name__: cls for cls in [*app.classes, DespKeycloakAuthenticator, DespLocalSpawner,
-                                             DespSystemUserSpawner, DespPlatformEndpoints]}
+                                             DespSystemUserSpawner, DespPlatformEndpoints, DespMetering]}
     lines = [f"# {config_file} with the command line of `desp-hub up`"]
     for section in sorted(app.config):
         for name in sorted(app.config[section]):
