@@ -30,7 +30,8 @@ def test_every_path_parameter_and_schema_is_described(sandbox_accounting):
     for path, item in document["paths"].items():
         for method, operation in item.items():
             if method == "parameters":
-                missing += [f"{path} {p.get('name')}" for p in operation if "$ref" not in p and not p.get("description")]
+                missing += [f"{path} {p.get('name')}" for p in operation
+                            if "$ref" not in p and not p.get("description")]  # fmt: skip
                 continue
             if not operation.get("description"):
                 missing.append(f"{method} {path}")
