@@ -8,7 +8,15 @@ import uuid
 
 import pytest
 import requests
+import schemathesis
+from hypothesis import HealthCheck, given, settings
 from openapi_spec_validator import validate as validate_openapi
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from tests.conftest_traces import TracesProcess
 
@@ -247,3 +255,26 @@ def test_traces_survive_a_restart_and_sigterm_exits_cleanly(sandbox_traces, tmp_
                             timeout=10).json() == stored[0]  # fmt: skip
     finally:
         assert again.stop() == 0
+
+
+def test_api_matches_its_openapi_document(sandbox_traces):
+    """schemathesis-generated requests to every operation: no 5xx, and every answer matches the document."""
+    checks = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+    schema = schemathesis.openapi.from_url(f"{sandbox_traces.url}/openapi.json")
+    headers = {"Authorization": f"Bearer {sandbox_traces.token_for('researcher')}"}
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert len(operations) == 6
+    failures, calls = [], []
+    for operation in operations:
+
+        @given(case=operation.as_strategy())
+        @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        def check(case):
+            calls.append(case.call_and_validate(headers=headers, checks=checks).status_code)
+
+        try:
+            check()
+        except Exception as error:  # collect every operation's failure, then report them together
+            failures.append(f"{operation.method.upper()} {operation.path}: {error}")
+    assert not failures, "\n\n".join(failures)
+    assert any(status < 300 for status in calls) and any(status == 400 for status in calls)

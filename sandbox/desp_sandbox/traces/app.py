@@ -67,7 +67,7 @@ class Input(BaseModel):
 class Product(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=1024, description="product name (e.g. the file or store name)")
-    size: int = Field(ge=0, description="size in bytes (a directory: the sum of its members)")
+    size: int = Field(ge=0, le=2**63 - 1, description="size in bytes (a directory: the sum of its members)")
     hash: str = Field(description="hex digest of the file, or a directory's global hash over its sorted members")
     contents: list[Member] = Field(default_factory=list, description="member files of a directory product")
     inputs: list[Input] = Field(default_factory=list, description="products this one was made from")
@@ -146,10 +146,27 @@ def checked_hash(value: str, algorithm: str | None, where: str) -> str:
     return value.lower()
 
 
+def checked_text(value: str, where: str) -> str:
+    """`value` if it is valid Unicode text (JSON and URLs can carry lone surrogates, which SQLite cannot store)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise Invalid(f"{where} is not valid UTF-8 text") from None
+    return value
+
+
 def stored_form(trace: TraceIn, where: str, origin: str) -> dict:
     """The trace as stored: algorithm canonical, hashes checked and lower-cased, server fields filled."""
     algorithm = canonical_algorithm(trace.hash_algorithm)
     product = trace.product
+    checked_text(product.name, f"{where}.product.name")
+    for i, member in enumerate(product.contents):
+        checked_text(member.path, f"{where}.product.contents[{i}].path")
+    for i, item in enumerate(product.inputs):
+        checked_text(item.name, f"{where}.product.inputs[{i}].name")
+    if trace.signature is not None:
+        for key, text in trace.signature.model_dump().items():
+            checked_text(text, f"{where}.signature.{key}")
     paths = [member.path for member in product.contents]
     if len(set(paths)) != len(paths):
         raise Invalid(f"{where}.product.contents lists a path twice")
@@ -263,7 +280,7 @@ def create_app(data_dir: Path, jwks_url: str, issuer: str | None = None) -> Fast
              responses=ERRORS, tags=["traces"], summary="Every trace of a product name, newest first")  # fmt: skip
     def by_name(productname: Annotated[str, PathParam(description="product name")],
                 _: str = Depends(caller)) -> list[dict]:  # fmt: skip
-        return store.by_name(productname)
+        return store.by_name(checked_text(productname, "the product name"))
 
     @app.get("/api/v1/traces/hash/{hash}", response_model=list[Trace], response_model_exclude_none=True,
              responses=ERRORS, tags=["traces"], summary="Every trace whose product hash is this, newest first")
@@ -276,13 +293,14 @@ def create_app(data_dir: Path, jwks_url: str, issuer: str | None = None) -> Fast
     def validate(productname: Annotated[str, PathParam(description="product name")],
                  filehash: Annotated[str, Query(description="hex digest of the file to check")],
                  _: str = Depends(caller)) -> dict:  # fmt: skip
-        return validation(store.by_name(productname), checked_hash(filehash, None, "filehash"), productname)
+        traces = store.by_name(checked_text(productname, "the product name"))
+        return validation(traces, checked_hash(filehash, None, "filehash"), productname)
 
     @app.get("/api/v1/traces/{id}", response_model=Trace, response_model_exclude_none=True,
              responses={**ERRORS, 404: {"model": Error, "description": "no trace with this id"}},
              tags=["traces"], summary="One trace by id")  # fmt: skip
     def by_id(id: Annotated[str, PathParam(description="trace id")], _: str = Depends(caller)) -> dict:
-        trace = store.by_id(id)
+        trace = store.by_id(checked_text(id, "the id"))
         if trace is None:
             raise HTTPException(404, f"No trace with id {id!r}")
         return trace
