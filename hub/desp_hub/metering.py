@@ -500,7 +500,8 @@ def _insert_ignoring_duplicates(connection, table: sa.Table, values: dict[str, A
         statement = sqlite.insert(table).values(values).on_conflict_do_nothing()
     else:  # pragma: no cover - the store supports SQLite and PostgreSQL
         statement = sa.insert(table).values(values)
-    return connection.execute(statement).rowcount == 1
+    # RETURNING tells whether a row went in (rowcount is not reliable for ON CONFLICT across drivers).
+    return connection.execute(statement.returning(*table.primary_key.columns)).first() is not None
 
 
 class MeteringOutbox:

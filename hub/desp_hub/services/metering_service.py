@@ -1,7 +1,8 @@
 """The `metering` hub service: debits every running server's DCUs, interval by interval, with the accounting service.
 
     python -m desp_hub.services.metering_service --accounting-url=http://127.0.0.1:8004 --interval=300 \\
-        --token-url=https://iam.example/realms/desp/protocol/openid-connect/token --db-url=sqlite:////srv/hub/profiles.sqlite
+        --token-url=https://iam.example/realms/desp/protocol/openid-connect/token \\
+        --db-url=sqlite:////srv/hub/profiles.sqlite
 
 Run by the hub as a managed service (`desp_hub.services.install.install_metering_service`), which gives it
 `JUPYTERHUB_API_URL`, `JUPYTERHUB_API_TOKEN` (role `metering-service`: list users, read their servers, nothing
