@@ -62,7 +62,7 @@ CREATE TABLE IF NOT EXISTS plans (
 );
 CREATE INDEX IF NOT EXISTS plans_user ON plans (user, id);
 CREATE TABLE IF NOT EXISTS transactions (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id INTEGER PRIMARY KEY,
     user TEXT NOT NULL,
     kind TEXT NOT NULL CHECK (kind IN ('debit', 'credit')),
     amount INTEGER NOT NULL CHECK (amount > 0),
@@ -82,8 +82,6 @@ CREATE TABLE IF NOT EXISTS transactions (
 );
 CREATE INDEX IF NOT EXISTS transactions_user ON transactions (user, id);
 CREATE INDEX IF NOT EXISTS transactions_user_created ON transactions (user, created);
-CREATE INDEX IF NOT EXISTS transactions_created ON transactions (created);
-CREATE INDEX IF NOT EXISTS transactions_session ON transactions (session);
 CREATE TRIGGER IF NOT EXISTS transactions_no_update BEFORE UPDATE ON transactions
 BEGIN SELECT RAISE(ABORT, 'the ledger is append-only: transactions cannot be updated'); END;
 CREATE TRIGGER IF NOT EXISTS transactions_no_delete BEFORE DELETE ON transactions
