@@ -134,12 +134,11 @@ function ResultView(props: { result: Result }): JSX.Element {
       data-kind="verify"
       data-ok={String(answer.ok)}
     >
-      <div className="desp-verify-verdict" data-testid="desp-verify-verdict">
+      <div className="desp-verify-verdict" data-testid="desp-verify-verdict" title={answer.message ?? undefined}>
         {answer.ok
           ? `OK: ${answer.path} matches its registered trace.`
           : `MISMATCH: ${answer.path} differs from its registered trace.`}
       </div>
-      {answer.message && <div className="desp-verify-message">{answer.message}</div>}
       <dl className="desp-trace-summary">
         <dt>registered</dt>
         <dd className="desp-hash" data-testid="desp-verify-expected">
