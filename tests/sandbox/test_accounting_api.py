@@ -280,7 +280,7 @@ def test_missing_key_or_unreadable_body_is_400(sandbox_accounting):
     acc = sandbox_accounting
     url = f"{acc.url}/api/v1/accounts/{unique_user()}/transactions"
     token = acc.meter_token()
-    for key, field in ((None, "Idempotency-Key"), ("k" * 201, "Idempotency-Key")):
+    for key, field in ((None, "Idempotency-Key"), ("k" * 201, "Idempotency-Key"), ("with space", "Idempotency-Key")):
         answer = call("POST", url, token, key, json=GOOD)
         assert answer.status_code == 400 and answer.json()["field"] == field, answer.text
     for data in (b"{not json", b"[1, 2]", b"NaN", b""):

@@ -156,7 +156,8 @@ def test_a_killed_service_keeps_what_it_committed(tmp_path, sandbox_accounting):
         assert post(process.url, user, {"kind": "debit", "amount": 1, "service": "jupyterhub"}, "k4",
                     meter).status_code == 200  # fmt: skip
     finally:
-        process.stop()
+        assert process.stop() == 0  # SIGTERM: a clean exit
+    assert process.log().count(f"desp_sandbox.accounting ready at {process.url}") == 2
 
 
 def test_the_ledger_file_is_append_only(sandbox_accounting):

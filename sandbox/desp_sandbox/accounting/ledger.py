@@ -49,6 +49,7 @@ TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 _AMOUNT_TEXT = re.compile(r"^\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$")
 _MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+_KEY = re.compile(r"^[\x21-\x7e]+$")
 _SERVICE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$")
 
 SCHEMA = """
@@ -279,6 +280,8 @@ def check_key(key) -> str:
         raise InvalidInput("Idempotency-Key", "header is required: a unique key per transaction (at most 200 chars)")
     if len(key) > MAX_KEY_LENGTH:
         raise InvalidInput("Idempotency-Key", f"is longer than {MAX_KEY_LENGTH} characters")
+    if not _KEY.match(key):
+        raise InvalidInput("Idempotency-Key", "must be printable ASCII without spaces (jupyterhub:alice::1767225600:3)")
     return key
 
 
