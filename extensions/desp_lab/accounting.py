@@ -152,7 +152,10 @@ class Accounting:
             return self.token
         from . import credentials
 
-        return credentials.access_token()
+        try:
+            return credentials.access_token()
+        except credentials.CredentialsError as error:
+            raise NotAuthorized(str(error)) from None
 
     def _session(self) -> requests.Session:
         session = getattr(self._local, "session", None)

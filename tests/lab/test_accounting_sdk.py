@@ -104,6 +104,10 @@ def test_no_url_and_no_user(monkeypatch):
     assert unknown.value.field == "user"
     monkeypatch.setenv("JUPYTERHUB_USER", "someone")
     assert Accounting("http://127.0.0.1:9", token="opaque").whoami() == "someone"
+    for name in ("JUPYTERHUB_API_URL", "JUPYTERHUB_API_TOKEN", "DESP_ACCESS_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(NotAuthorized, match="Not running under DESP Hub"):
+        Accounting("http://127.0.0.1:9").account()  # no token to be had: 401-like, before any request
 
 
 def test_an_unreachable_service_is_service_unavailable_after_bounded_retries():
