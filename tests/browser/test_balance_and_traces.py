@@ -193,6 +193,23 @@ def test_traces_panel_traces_verifies_and_reports_a_changed_byte(lab, browser):
     refused.wait_for(timeout=60_000)
     assert refused.get_attribute("data-field") == "path" and "outside" in refused.inner_text()
     shot(page, "traces-4-search-and-errors")
+
+    # "Trace this file" from the file browser's context menu: the panel traces (and registers) it.
+    other = f"other-{uuid.uuid4().hex[:6]}.txt"
+    (lab.root / other).write_bytes(b"another product")
+    page.locator('li[data-id="filebrowser"]').click()
+    item = page.locator(".jp-DirListing-item", has_text=other)
+    item.wait_for(timeout=60_000)
+    item.click(button="right")
+    page.locator('.lm-Menu-item[data-command="desp:trace-file"]').click()
+    page.wait_for_function(
+        "name => { const e = document.querySelector('[data-testid=desp-trace-name]');"
+        " return e && e.textContent === name; }",
+        arg=other,
+        timeout=60_000,
+    )
+    assert panel.locator("[data-testid=desp-trace-hash]").inner_text() == blake3.blake3(b"another product").hexdigest()
+    assert panel.locator("[data-testid=desp-trace-id]").inner_text()
     page.context.close()
 
 
@@ -201,7 +218,8 @@ def test_without_accounting_the_status_bar_shows_no_balance(browser, tmp_path):
     try:
         page = open_lab(browser, lab)
         page.wait_for_function(
-            "selector => { const e = document.querySelector(selector); return e && e.dataset.state === 'unconfigured'; }",
+            "selector => { const e = document.querySelector(selector);"
+            " return e && e.dataset.state === 'unconfigured'; }",
             arg=STATUS,
             timeout=60_000,
         )
