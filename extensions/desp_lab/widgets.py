@@ -211,17 +211,10 @@ def _field(record, name):
     return record.get(name) if isinstance(record, dict) else getattr(record, name, None)
 
 
-def session_total(listing) -> decimal.Decimal:
-    """The cost of a session from `Accounting.transactions()`: its `total` (the debits) less its `credits`
-    (corrections) when it gives them, else debits minus credits of the listed transactions."""
-    if isinstance(listing, dict) and listing.get("total") is not None:
-        return decimal.Decimal(str(listing["total"])) - decimal.Decimal(str(listing.get("credits") or 0))
-    transactions = listing.get("transactions", []) if isinstance(listing, dict) else list(listing or [])
-    total = decimal.Decimal(0)
-    for transaction in transactions:
-        amount = decimal.Decimal(str(_field(transaction, "amount") or 0))
-        total += -amount if _field(transaction, "kind") == "credit" else amount
-    return total
+def session_total(listing: dict) -> decimal.Decimal:
+    """The cost of a session from `Accounting.transactions(session=...)`: its `total` (the debits, over all the
+    session's transactions, not just the page) less its `credits` (corrections)."""
+    return decimal.Decimal(str(listing["total"])) - decimal.Decimal(str(listing.get("credits") or 0))
 
 
 def balance_status(accounting=None, user: str | None = None, session: str | None = None, profile: str | None = None,
@@ -243,7 +236,8 @@ def balance_status(accounting=None, user: str | None = None, session: str | None
     dcu_per_hour = dcu_per_hour if dcu_per_hour is not None else os.environ.get("DESP_DCU_PER_HOUR", "")
     account = accounting.account(user or None)
     user = _field(account, "user") or user
-    session_cost = dcu(session_total(accounting.transactions(user, session=session))) if session else None
+    # The totals cover every transaction of the session: one row of the page is enough.
+    session_cost = dcu(session_total(accounting.transactions(user, session=session, limit=1))) if session else None
     return {
         "user": user,
         "mode": _field(account, "mode"),

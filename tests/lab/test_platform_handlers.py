@@ -133,6 +133,13 @@ def test_status_follows_the_sessions_debits(platform_server, sandbox_accounting,
     assert Decimal(first["balance"]) - Decimal(second["balance"]) >= Decimal("1.375")
     direct = Accounting(url=sandbox_accounting.url, token=sandbox_accounting.token_for(USER))
     assert Decimal(second["session_cost"]) == direct.transactions(USER, session=session_id)["total"]
+    # A correction (a credit by an admin, for this session) lowers the session's cost.
+    admin = Accounting(url=sandbox_accounting.url, token=sandbox_accounting.admin_token)
+    admin.record(USER, "credit", "0.125", f"lab-test:{uuid.uuid4().hex}", service="jupyterhub", session=session_id,
+                 metadata={"corrects": "lab-test"})  # fmt: skip
+    status, third = platform_server.api("GET", "accounting/status")
+    assert status == 200, third
+    assert Decimal(second["session_cost"]) - Decimal(third["session_cost"]) == Decimal("0.125")
 
 
 def test_status_without_accounting_is_404_saying_so(unconfigured_server):

@@ -213,12 +213,13 @@ class DespLabExtension(ExtensionApp):
 
     def accounting(self):
         """The SDK Accounting client of the configured service (made on first use); the token is read from the
-        environment (or the hub) at each request, so a refreshed token is used."""
+        environment (or asked of the hub) at each request, so a refreshed token is used."""
         with self._clients_lock:
             if self._accounting is None:
                 from desp_lab.accounting import Accounting
 
-                self._accounting = Accounting(url=self.accounting_url or None, token=_access_token)
+                # One retry only: the status bar asks again at its next refresh anyway.
+                self._accounting = Accounting(url=self.accounting_url or None, token=_access_token, retries=1)
             return self._accounting
 
     async def _evict_expired(self):
