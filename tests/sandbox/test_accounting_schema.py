@@ -6,6 +6,7 @@ import requests
 import schemathesis
 import yaml
 from hypothesis import HealthCheck, given, settings
+from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -46,17 +47,19 @@ def test_every_path_parameter_and_schema_is_described(sandbox_accounting):
     assert not missing
 
 
-def test_api_matches_its_openapi_document(sandbox_accounting):
-    """Every operation, with generated requests, as dcu-admin (a few examples each: well under a minute)."""
+def run_operations(sandbox_accounting, mode: GenerationMode, max_examples: int) -> tuple[list, list]:
+    """(failures, status codes) of generated requests to every operation (that has inputs, for negative data)."""
     schema = schemathesis.openapi.from_url(f"{sandbox_accounting.url}/openapi.json")
     headers = {"Authorization": f"Bearer {sandbox_accounting.admin_token()}"}
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) == 7
     failures, calls = [], []
     for operation in operations:
+        if mode == GenerationMode.NEGATIVE and operation.path == "/api/status":
+            continue  # nothing to make invalid
 
-        @given(case=operation.as_strategy())
-        @settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @given(case=operation.as_strategy(generation_mode=mode))
+        @settings(max_examples=max_examples, deadline=None, suppress_health_check=list(HealthCheck), database=None)
         def check(case):
             calls.append(case.call_and_validate(headers=headers, checks=CHECKS).status_code)
 
@@ -64,6 +67,20 @@ def test_api_matches_its_openapi_document(sandbox_accounting):
             check()
         except Exception as error:  # collect every operation's failure, then report them together
             failures.append(f"{operation.method.upper()} {operation.path}: {error}")
+    return failures, calls
+
+
+def test_api_matches_its_openapi_document(sandbox_accounting):
+    """Every operation, with generated valid requests, as dcu-admin (a few examples each: well under a minute)."""
+    failures, calls = run_operations(sandbox_accounting, GenerationMode.POSITIVE, 12)
     assert not failures, "\n\n".join(failures)
-    assert len(calls) >= 3 * len(operations), calls
+    assert len(calls) >= 3 * 7, calls  # generated requests really went out
     assert any(status < 300 for status in calls) and any(status >= 400 for status in calls)
+
+
+def test_invalid_requests_get_documented_errors(sandbox_accounting):
+    """Generated requests that break the document (bad types, patterns, missing headers): no 5xx, and each answer
+    is one the document lists, with the Error body."""
+    failures, calls = run_operations(sandbox_accounting, GenerationMode.NEGATIVE, 10)
+    assert not failures, "\n\n".join(failures)
+    assert sum(400 <= status < 500 for status in calls) >= 3 * 6, calls
