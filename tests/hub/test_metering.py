@@ -3,13 +3,16 @@ to the real sandbox accounting service (including while it is down, then back), 
 settings, and how the service is installed."""
 
 import datetime
+import logging
 import threading
 import uuid
 from decimal import Decimal
+from types import SimpleNamespace
 
 import pytest
 from alembic import command
 from jupyterhub.app import JupyterHub
+from tornado import web
 from traitlets.config import Config
 
 from desp_hub.metering import (
@@ -28,11 +31,14 @@ from desp_hub.metering import (
     spawn_refusal,
 )
 from desp_hub.profile_store import ProfileStore, alembic_config
+from desp_hub.profiles import Profile
 from desp_hub.services.install import METERING_SCOPES, install_culler_service, install_metering_service
 from desp_hub.services.metering_service import MeteringApp, running_session
+from desp_hub.spawner import DespLocalSpawner
 from desp_lab.accounting import Accounting
 from tests.conftest_accounting import AccountingProcess
 from tests.conftest_catalogue import METERING_CLIENT, METERING_SECRET
+from tests.support import free_port
 
 UTC = datetime.UTC
 STARTED = datetime.datetime(2026, 11, 26, 10, 0, 0, 750000, tzinfo=UTC)  # the hub's started, with microseconds
@@ -446,3 +452,77 @@ def test_a_refused_row_is_set_aside_and_the_rest_delivered(sandbox_accounting, t
     result = deliver_pending(outbox, accounting)
     assert (result.delivered, result.rejected, result.outage) == (1, 1, "")
     assert [row.status for row in outbox.rows(session)] == ["rejected", "delivered"]
+
+
+# -- the service's pass and the spawner's check ------------------------------------------------------------------
+
+
+def test_service_records_a_session_at_first_sight_with_its_price(tmp_path, monkeypatch):
+    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", "t")
+    url = f"sqlite:///{tmp_path / 'profiles.sqlite'}"
+    store = ProfileStore(url)
+    store.upgrade()
+    store.create(Profile.from_dict({**PROFILE, "slug": "power", "dcu_per_hour": 8}).to_dict(), actor="alice")
+    store.close()
+    app = MeteringApp()
+    app.initialize(["--accounting-url=http://127.0.0.1:9", f"--db-url={url}", "--interval=3"])
+    now = datetime.datetime.now(UTC)
+    old = {"username": "alice", "server_name": "", "started": now - datetime.timedelta(seconds=10),
+           "profile": "power", "dcu_per_hour": None}  # started before the spawner recorded prices
+    new = {"username": "bob", "server_name": "gpu", "started": now - datetime.timedelta(seconds=4),
+           "profile": "power", "dcu_per_hour": 2.5}  # fmt: skip
+    assert app.queue_elapsed([old, new]) == 3 + 1
+    recorded = {s.username: s for s in app.outbox.sessions()}
+    assert (recorded["alice"].dcu_per_hour, recorded["alice"].interval_seconds) == ("8", 3)  # the store's price
+    assert recorded["bob"].dcu_per_hour == "2.5"  # the server's own
+    assert app.queue_elapsed([old, {**new, "dcu_per_hour": 99}]) == 0  # nothing new; the price stays
+    assert app.outbox.session(recorded["bob"].session).dcu_per_hour == "2.5"
+
+
+PROFILE = {"slug": "standard", "display_name": "Standard", "image": "img", "cpu_guarantee": 1, "cpu_limit": 1,
+           "mem_guarantee": "1G", "mem_limit": "1G", "dcu_per_hour": 36}  # fmt: skip
+
+
+def spawner(accounting_url, token_url, **settings):
+    config = Config()
+    config.DespMetering.accounting_url = accounting_url
+    config.DespMetering.token_url = token_url
+    config.DespMetering.interval_seconds = 300  # 3 DCU for the first interval at 36 DCU/h
+    for name, value in settings.items():
+        setattr(config.DespMetering, name, value)
+    return DespLocalSpawner(user=SimpleNamespace(name=f"s-{uuid.uuid4().hex[:8]}"), config=config)
+
+
+async def test_spawn_check_refuses_what_the_balance_cannot_cover(sandbox_accounting, monkeypatch):
+    monkeypatch.setenv("DESP_METERING_CLIENT_SECRET", METERING_SECRET)
+    checking = spawner(sandbox_accounting.url, sandbox_accounting.idp.token_url)
+    profile = Profile.from_dict(PROFILE)
+    await checking.check_dcu_balance(profile)  # 100 DCU, the default plan
+    admin = Accounting(sandbox_accounting.url, token=sandbox_accounting.admin_token)
+    admin.record(checking.user.name, "debit", "97", f"spend:{uuid.uuid4()}", service="tests")
+    await checking.check_dcu_balance(profile)  # 3 DCU left: just enough
+    with pytest.raises(web.HTTPError) as refused:
+        await checking.check_dcu_balance(Profile.from_dict({**PROFILE, "dcu_per_hour": 36.5}))  # 3.042 DCU
+    assert refused.value.status_code == 402
+    assert refused.value.log_message.startswith("Your available DCU balance is 3.000 DCU, and the Standard profile "
+                                                "costs 36.5 DCU per hour: 3.042 DCU for its first 5-minute interval")
+    await checking.check_dcu_balance(Profile.from_dict({**PROFILE, "dcu_per_hour": 0}))  # free: no question asked
+
+
+@pytest.mark.parametrize("policy", ["refuse", "allow"])
+async def test_spawn_check_when_accounting_is_down_follows_the_policy(policy, sandbox_accounting, monkeypatch,
+                                                                      caplog):  # fmt: skip
+    monkeypatch.setenv("DESP_METERING_CLIENT_SECRET", METERING_SECRET)
+    nobody = f"http://127.0.0.1:{free_port()}"
+    checking = spawner(nobody, sandbox_accounting.idp.token_url, when_accounting_down=policy)
+    caplog.set_level(logging.WARNING)
+    if policy == "refuse":
+        with pytest.raises(web.HTTPError) as refused:
+            await checking.check_dcu_balance(Profile.from_dict(PROFILE))
+        assert refused.value.status_code == 503
+        assert "cannot be checked right now" in refused.value.log_message
+    else:
+        await checking.check_dcu_balance(Profile.from_dict(PROFILE))
+    assert f"Cannot check the DCU balance of {checking.user.name}" in caplog.text
+    assert f"when_accounting_down={policy}" in caplog.text
+    assert METERING_SECRET not in caplog.text

@@ -111,6 +111,7 @@ class MeteringApp(Application):
         self.token = self.metering.token_source()
         self.accounting = self.metering.accounting(token=self.token)
         self.outage = ""  # why the accounting service is unreachable, while it is
+        self.seen: set[str] = set()  # sessions known to be recorded (their price then stays that of first sight)
 
     # -- the hub ---------------------------------------------------------------------------------------------------
 
@@ -161,12 +162,11 @@ class MeteringApp(Application):
 
     def queue_elapsed(self, sessions: list[dict[str, Any]]) -> int:
         """Record unseen sessions, then queue their complete intervals; returns how many rows were queued."""
-        known = {s.session: s for s in self.outbox.sessions()} if sessions else {}
         prices = None
         queued = 0
         for session in sessions:
             sid = session_id(session["username"], session["server_name"], session["started"])
-            if sid not in known:
+            if sid not in self.seen and self.outbox.session(sid) is None:
                 if session["dcu_per_hour"] is None and prices is None:
                     prices = self._store_prices()
                 recorded = self.outbox.open_session(
@@ -177,7 +177,9 @@ class MeteringApp(Application):
                     "Metering %s: profile %s at %s DCU per hour, every %d s", sid, recorded.profile or "-",
                     recorded.dcu_per_hour, recorded.interval_seconds,
                 )
+            self.seen.add(sid)
             queued += self.outbox.enqueue_elapsed(sid)
+        self.seen &= {session_id(s["username"], s["server_name"], s["started"]) for s in sessions}
         return queued
 
     def deliver(self) -> int:
