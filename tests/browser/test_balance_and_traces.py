@@ -7,8 +7,10 @@ A real `jupyter lab` runs with the installed `@desp/lab` front end and the desp_
 `status_refresh_seconds`, from the user's config). In the browser: the status bar shows the balance; the test then
 records debits for the session as the metering service would, and the balance drops and the session's cost rises
 on screen. In the Traces panel a file is traced and registered, verifies OK, and after the test changes one byte,
-"Verify this file" from the file browser's context menu reports the mismatch. A server without accounting shows
-no balance at all.
+"Verify this file" from the file browser's context menu reports the mismatch; "Trace this file" traces another;
+both commands are in the palette. A server without accounting shows no balance at all; one whose accounting service
+is down shows "DCU ?" and why in the tooltip. Screenshots of the status bar are kept in the test's tmp dir (and the
+pages in test-artifacts/).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from tests.browser.conftest import shot
 from tests.browser.test_data_panel import TOKEN, Lab
 from tests.conftest_catalogue import make_data_dir
 from tests.conftest_traces import TracesProcess
+from tests.support import free_port
 
 pytestmark = pytest.mark.browser
 
@@ -137,6 +140,13 @@ def test_traces_panel_traces_verifies_and_reports_a_changed_byte(lab, browser):
     tab = page.locator('li[data-id="desp-traces-panel"]')
     tab.wait_for(timeout=90_000)
     assert tab.get_attribute("title") == "DESP Traces"
+    # The commands are in the command palette, under DESP.
+    page.keyboard.press("Control+Shift+C")
+    palette = page.locator("#command-palette")
+    palette.locator("input").fill("this file")
+    for label in ("Trace this file", "Verify this file"):
+        palette.locator(".lm-CommandPalette-item", has_text=label).first.wait_for(timeout=30_000)
+    page.keyboard.press("Escape")
     tab.click()
     panel = page.locator("[data-testid=desp-traces-panel]")
     panel.locator("[data-testid=desp-trace-path]").fill(name)
@@ -225,6 +235,28 @@ def test_without_accounting_the_status_bar_shows_no_balance(browser, tmp_path):
         )
         assert not page.locator(STATUS).is_visible()
         assert "accounting is not configured" in page.locator(STATUS).get_attribute("title")
+        page.context.close()
+    finally:
+        lab.stop()
+
+
+def test_accounting_down_shows_a_question_mark_and_why(browser, sandbox_accounting, tmp_path):
+    closed = free_port()
+    lab = start_lab(tmp_path / "lab", {"DESP_ACCOUNTING_URL": f"http://127.0.0.1:{closed}",
+                                       "DESP_ACCESS_TOKEN": sandbox_accounting.token_for(USER)})  # fmt: skip
+    try:
+        page = open_lab(browser, lab)
+        status = page.locator(STATUS)
+        page.wait_for_function(
+            "selector => { const e = document.querySelector(selector); return e && e.dataset.state === 'error'; }",
+            arg=STATUS,
+            timeout=90_000,
+        )
+        assert status.is_visible() and status.inner_text() == "DCU ?"
+        title = status.get_attribute("title")
+        assert f"The accounting service at http://127.0.0.1:{closed} is not available right now" in title, title
+        assert "Traceback" not in title
+        status.screenshot(path=str(tmp_path / "status-bar-accounting-down.png"))
         page.context.close()
     finally:
         lab.stop()
