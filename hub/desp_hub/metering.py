@@ -36,7 +36,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
@@ -275,13 +275,15 @@ def interval_bounds(
     return start, start + datetime.timedelta(seconds=interval_seconds)
 
 
-def _decimal(value: Any) -> Decimal:
+def _decimal(value: Any, *, signed: bool = False) -> Decimal:
+    """`value` as an exact Decimal (a float by its str, as the profile YAML wrote it); ValueError if not a finite
+    number, or a negative one unless `signed`."""
     try:
         number = value if isinstance(value, Decimal) else Decimal(str(value))
     except InvalidOperation:
         raise ValueError(f"not a number: {value!r}") from None
-    if not number.is_finite() or number < 0:
-        raise ValueError(f"not a non-negative number: {value!r}")
+    if not number.is_finite() or (number < 0 and not signed):
+        raise ValueError(f"not a {'' if signed else 'non-negative '}number: {value!r}")
     return number
 
 
@@ -330,7 +332,7 @@ def spawn_refusal(
     profile costs per hour and for the first interval, and what to do.
     """
     first = amount_milli(dcu_per_hour, interval_seconds)
-    available_milli = int((_decimal_signed(available) * 1000).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    available_milli = int((_decimal(available, signed=True) * 1000).quantize(Decimal(1), rounding=ROUND_HALF_UP))
     if first == 0 or available_milli >= first:
         return None
     have = (
@@ -343,16 +345,6 @@ def spawn_refusal(
         f"{format_dcu(first)} DCU for its first {duration_text(interval_seconds)} interval. "
         "Choose a cheaper profile, or ask your DESP administrator for more credit."
     )
-
-
-def _decimal_signed(value: Any) -> Decimal:
-    try:
-        number = value if isinstance(value, Decimal) else Decimal(str(value))
-    except InvalidOperation:
-        raise ValueError(f"not a number: {value!r}") from None
-    if not number.is_finite():
-        raise ValueError(f"not a number: {value!r}")
-    return number
 
 
 # -- the outbox (durable, in the profile store's database) -------------------------------------------------------
@@ -821,8 +813,3 @@ class ClientCredentials:
             return body["access_token"], float(body.get("expires_in") or 60)
         except (ValueError, KeyError, TypeError):
             raise ServiceUnavailable("identity provider", self.token_url, "no access_token in its answer") from None
-
-
-def profiles_prices(profiles: Iterable) -> dict[str, float]:
-    """slug → DCU per hour of `Profile` objects (for servers started without a recorded price)."""
-    return {profile.slug: profile.dcu_per_hour for profile in profiles}

@@ -154,7 +154,11 @@ class DespProfilesMixin(LoggingConfigurable):
         return DespProfilesMixin.apply_profile
 
     async def apply_profile(self, user_options):
-        """Re-check entitlement on the server side and apply the chosen profile (403 if not allowed)."""
+        """Re-check entitlement on the server side, check the DCU balance, apply the chosen profile.
+
+        Refused with 403 (not entitled), 409 (needs a GPU this host lacks), 402 (the balance cannot cover the first
+        metered interval) or 503 (the balance cannot be checked and `when_accounting_down` is `refuse`).
+        """
         groups, roles = await self.user_groups_and_roles()
         profiles = await self.load_profiles()
         slug = (user_options or {}).get("profile")
@@ -170,10 +174,11 @@ class DespProfilesMixin(LoggingConfigurable):
                 "Choose another profile.",
             )
         await self.check_dcu_balance(profile)
-        # The price goes with the server's user_options (which the hub persists and its REST API shows with
-        # `read:servers`), so the metering service reads the price the server was started at.
-        self.user_options = {**(user_options or {}), "dcu_per_hour": profile.dcu_per_hour}
-        self.orm_spawner.user_options = dict(self.user_options)
+        if self.metering.enabled:
+            # The price goes with the server's user_options (which the hub persists and its REST API shows with
+            # `read:servers`), so the metering service reads the price the server was started at.
+            self.user_options = {**(user_options or {}), "dcu_per_hour": profile.dcu_per_hour}
+            self.orm_spawner.user_options = dict(self.user_options)
         settings = local_spawner_settings(profile)
         self.profile = profile
         for trait in ("mem_limit", "mem_guarantee", "cpu_limit", "cpu_guarantee"):
