@@ -229,7 +229,10 @@ class MeteringApp(Application):
             await asyncio.sleep(max(0.0, poll - spent))
 
     def start(self) -> None:
-        asyncio.run(self.run())
+        try:
+            asyncio.run(self.run())
+        except KeyboardInterrupt:  # the hub stops its services with SIGINT
+            self.log.info("Metering stopping; what is queued stays in the outbox for the next start")
 
 
 main = MeteringApp.launch_instance
