@@ -155,7 +155,9 @@ def test_every_interval_is_debited_once_across_a_hub_restart_and_an_accounting_o
     outage_mark = len(stack.hub_log())
     stack.start_hub()
     outbox = MeteringOutbox(stack.db_url)
-    assert researcher.api("GET", "/users/researcher").json()["servers"][""]["ready"]
+    # the server outlived the hub (the restarted hub may take a moment to check it)
+    wait_for(lambda: researcher.api("GET", "/users/researcher").json()["servers"][""]["ready"], 60,
+             "the restarted hub to find the server running")  # fmt: skip
 
     # Spawns cannot be checked while accounting is down: refused (the default policy) with a clear message.
     poweruser = HubSession(stack.hub.url, "poweruser", "poweruser-demo")

@@ -1,7 +1,10 @@
-"""Install the `profiles` service into a JupyterHub configuration: one call adds the service and its roles.
+"""Install DESP's hub services into a JupyterHub configuration: one call per service adds it and its roles.
 
     from desp_hub.services.install import install_profiles_service
     install_profiles_service(c)
+
+`install_culler_service` and `install_metering_service` (below) do the same for the culler and the metering
+service, each with a role of only the hub API scopes it needs. The rest of this note is about the profiles service.
 
 Scopes, least privilege first:
 
