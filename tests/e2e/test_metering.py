@@ -175,6 +175,8 @@ def test_every_interval_is_debited_once_across_a_hub_restart_and_an_accounting_o
 
     stack.accounting.start()  # same port, same ledger
     wait_for(lambda: not outbox.rows(session, status="pending"), 90, "the queued debits to be delivered")
+    wait_for(lambda: "Accounting is reachable again" in stack.hub_log()[outage_mark:], 30,
+             "the service to log that accounting is back")  # fmt: skip
     log = stack.hub_log()[outage_mark:]
     assert log.count("Accounting is not reachable") == 1, log  # once per outage, not per row or per pass
     assert log.count("Accounting is reachable again") == 1
