@@ -31,6 +31,7 @@ from tests.conftest_traces import TracesProcess
 from tests.support import free_port
 
 pytestmark = pytest.mark.browser
+PlaywrightTimeout = pytest.importorskip("playwright.sync_api").TimeoutError
 
 USER = "researcher"
 REFRESH_SECONDS = 2
@@ -132,20 +133,44 @@ def test_status_bar_balance_drops_as_the_session_runs(lab, browser, sandbox_acco
     page.context.close()
 
 
+def run_from_context_menu(page, name: str, command: str) -> None:
+    """Right-click `name` in the file browser and pick `command` (a right-click lost under load is repeated)."""
+    page.locator('li[data-id="filebrowser"]').click()
+    item = page.locator(".jp-DirListing-item", has_text=name)
+    item.wait_for(timeout=90_000)
+    entry = page.locator(f'.lm-Menu-item[data-command="{command}"]')
+    for attempt in range(3):
+        item.click(button="right")
+        try:
+            entry.wait_for(timeout=15_000)
+            break
+        except PlaywrightTimeout:
+            page.keyboard.press("Escape")
+    entry.click()
+
+
 def test_traces_panel_traces_verifies_and_reports_a_changed_byte(lab, browser):
     name = f"output-{uuid.uuid4().hex[:6]}.bin"
     data = uuid.uuid4().bytes * 4096
     (lab.root / name).write_bytes(data)
+    other = f"other-{uuid.uuid4().hex[:6]}.txt"
+    (lab.root / other).write_bytes(b"another product")
     page = open_lab(browser, lab)
     tab = page.locator('li[data-id="desp-traces-panel"]')
     tab.wait_for(timeout=90_000)
     assert tab.get_attribute("title") == "DESP Traces"
     # The commands are in the command palette, under DESP.
-    page.keyboard.press("Control+Shift+C")
     palette = page.locator("#command-palette")
+    for attempt in range(3):
+        page.keyboard.press("Control+Shift+C")
+        try:
+            palette.locator("input").wait_for(timeout=15_000)
+            break
+        except PlaywrightTimeout:
+            pass
     palette.locator("input").fill("this file")
     for label in ("Trace this file", "Verify this file"):
-        palette.locator(".lm-CommandPalette-item", has_text=label).first.wait_for(timeout=30_000)
+        palette.locator(".lm-CommandPalette-item", has_text=label).first.wait_for(timeout=60_000)
     page.keyboard.press("Escape")
     tab.click()
     panel = page.locator("[data-testid=desp-traces-panel]")
@@ -172,11 +197,7 @@ def test_traces_panel_traces_verifies_and_reports_a_changed_byte(lab, browser):
     changed = bytearray(data)
     changed[len(changed) // 2] ^= 0x20
     (lab.root / name).write_bytes(bytes(changed))
-    page.locator('li[data-id="filebrowser"]').click()
-    item = page.locator(".jp-DirListing-item", has_text=name)
-    item.wait_for(timeout=60_000)
-    item.click(button="right")
-    page.locator('.lm-Menu-item[data-command="desp:verify-file"]').click()
+    run_from_context_menu(page, name, "desp:verify-file")
     mismatch = panel.locator("[data-testid=desp-trace-result][data-kind=verify][data-ok=false]")
     mismatch.wait_for(timeout=60_000)
     assert panel.locator("[data-testid=desp-trace-path]").input_value() == name
@@ -205,13 +226,7 @@ def test_traces_panel_traces_verifies_and_reports_a_changed_byte(lab, browser):
     shot(page, "traces-4-search-and-errors")
 
     # "Trace this file" from the file browser's context menu: the panel traces (and registers) it.
-    other = f"other-{uuid.uuid4().hex[:6]}.txt"
-    (lab.root / other).write_bytes(b"another product")
-    page.locator('li[data-id="filebrowser"]').click()
-    item = page.locator(".jp-DirListing-item", has_text=other)
-    item.wait_for(timeout=60_000)
-    item.click(button="right")
-    page.locator('.lm-Menu-item[data-command="desp:trace-file"]').click()
+    run_from_context_menu(page, other, "desp:trace-file")
     page.wait_for_function(
         "name => { const e = document.querySelector('[data-testid=desp-trace-name]');"
         " return e && e.textContent === name; }",
