@@ -84,6 +84,16 @@ def mask(name: str, value):
 def masked_config(config_file: str, options: LaunchOptions, environ) -> str:
     """The effective configuration (file + command line + derived endpoints), secrets masked."""
     from jupyterhub.app import JupyterHub
+
+    # The singleton, as in a running hub: the config file reads the command line from it (metering's settings).
+    app = JupyterHub.instance()
+    try:
+        return _effective_config(app, config_file, options, environ)
+    finally:
+        JupyterHub.clear_instance()
+
+
+def _effective_config(app, config_file: str, options: LaunchOptions, environ) -> str:
     from traitlets.config.loader import DeferredConfig, LazyConfigValue
 
     from .authenticator import DespKeycloakAuthenticator
@@ -91,7 +101,6 @@ def masked_config(config_file: str, options: LaunchOptions, environ) -> str:
     from .platform_endpoints import DespPlatformEndpoints
     from .spawner import DespLocalSpawner, DespSystemUserSpawner
 
-    app = JupyterHub()
     app.parse_command_line(["-f", config_file, *hub_arguments(options)])
     app.load_config_file(app.config_file)
     app.update_config(app.cli_config)

@@ -237,7 +237,10 @@ class CullerApp(Application):
             await asyncio.sleep(self.interval)
 
     def start(self) -> None:
-        asyncio.run(self.run())
+        try:
+            asyncio.run(self.run())
+        except KeyboardInterrupt:  # the hub stops its services with SIGINT
+            self.log.info("Culler stopping")
 
 
 main = CullerApp.launch_instance
