@@ -12,19 +12,22 @@ END = "<!-- config-reference:end -->"
 
 
 def documented_classes():
+    from desp_lab.server_extension import DespLabExtension
+
     from .authenticator import DespKeycloakAuthenticator
     from .metering import DespMetering
     from .platform_endpoints import DespPlatformEndpoints
     from .spawner import DespLocalSpawner, DespSystemUserSpawner
 
-    return [DespKeycloakAuthenticator, DespLocalSpawner, DespSystemUserSpawner, DespPlatformEndpoints, DespMetering]
+    return [DespKeycloakAuthenticator, DespLocalSpawner, DespSystemUserSpawner, DespPlatformEndpoints, DespMetering,
+            DespLabExtension]  # the last one is read by user servers (jupyter_server_config), not the hub
 
 
 def own_traits(cls):
-    """Configurable traits that this class (or its DESP mixins) define, not those it inherits from JupyterHub."""
+    """Configurable traits that this class (or its DESP mixins) define, not those it inherits from Jupyter's."""
     names = set()
     for klass in cls.__mro__:
-        if klass.__module__.startswith("desp_hub"):
+        if klass.__module__.startswith(("desp_hub", "desp_lab")):
             names |= {name for name, value in vars(klass).items() if hasattr(value, "metadata")}
     return {name: trait for name, trait in cls.class_traits(config=True).items() if name in names}
 

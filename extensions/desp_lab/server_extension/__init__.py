@@ -49,7 +49,7 @@ def _access_token() -> str:
 
 
 class DespLabExtension(ExtensionApp):
-    """DESP catalogue search and cache access for JupyterLab (REST under `/desp/api/`)."""
+    """DESP catalogue, cache, traces and DCU balance for JupyterLab (REST under `/desp/api/`); read by user servers."""
 
     name = "desp_lab"
 
