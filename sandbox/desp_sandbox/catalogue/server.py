@@ -15,15 +15,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
 import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from ..serving import local_url, serve, stop_on_sigterm
 from . import database, records, sample_data
 from .cluster import Cluster, ClusterError
 from .datasets import EXTREMES_COLLECTION
@@ -64,19 +61,6 @@ def seed(dsn: str, base_url: str) -> None:
     log.info("pgstac %s seeded in %.1fs", version, time.monotonic() - started)
 
 
-def announce_when_ready(url: str, stop: threading.Event) -> None:
-    """Print the ready line once `url` answers 200 (the contract's signal that the catalogue serves)."""
-    while not stop.is_set():
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                if response.status == 200:
-                    print(f"DESP catalogue ready at {url.rstrip('/')}", flush=True)
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        stop.wait(0.1)
-
-
 def _import_app():
     """Import uvicorn and the app (FastAPI, stac-fastapi: seconds of imports), for a worker thread.
 
@@ -84,27 +68,22 @@ def _import_app():
     import time (~4 s here); nothing in the catalogue checks IRI formats, so that optional import is declined.
     """
     sys.modules.setdefault("rfc3987_syntax", None)  # None in sys.modules: `import` raises ImportError
-    import uvicorn
+    import uvicorn  # noqa: F401 (imported here, off the main thread; serving.serve uses it)
 
     from .app import create_app
 
-    return uvicorn, create_app
-
-
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
+    return create_app
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)  # before uvicorn takes over: stop cleanly while preparing too
+    stop_on_sigterm()  # before uvicorn takes over: stop cleanly while preparing too
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     started = time.monotonic()
     data_dir = args.data_dir.resolve()
     cache_dir = data_dir / "cache"
     cache_dir.mkdir(parents=True, exist_ok=True)
     base_url = (args.public_url or f"http://{args.ip}:{args.port}").rstrip("/")
-    local_host = "127.0.0.1" if args.ip in ("0.0.0.0", "") else args.ip
     cluster = Cluster(data_dir / "catalogue" / "pg")
     try:
         with ThreadPoolExecutor(2) as pool:  # the slow imports and the data beside the database start
@@ -112,18 +91,12 @@ def main(argv=None) -> int:
             generating = pool.submit(sample_data.generate, cache_dir)
             cluster.start()
             seed(cluster.dsn(), base_url)
-            uvicorn, create_app = importing.result()
+            create_app = importing.result()
             generating.result()
         log.info("catalogue prepared in %.1fs", time.monotonic() - started)
         app = create_app(cluster.port, base_url, cache_dir, args.jwks_url, args.issuer, args.order_delay)
-        server = uvicorn.Server(uvicorn.Config(app, host=args.ip, port=args.port, log_level="warning",
-                                               access_log=False, lifespan="on"))  # fmt: skip
-        stop = threading.Event()
-        threading.Thread(target=announce_when_ready, args=(f"http://{local_host}:{args.port}{records.PREFIX}/", stop),
-                         daemon=True).start()  # fmt: skip
-        server.run()  # handles SIGINT/SIGTERM: graceful shutdown, then returns
-        stop.set()
-        return 0 if server.started else 1
+        ready_line = f"DESP catalogue ready at {local_url(args.ip, args.port)}{records.PREFIX}"
+        return 0 if serve(app, args.ip, args.port, f"{records.PREFIX}/", ready_line, lifespan="on") else 1
     except ClusterError as error:
         log.error("%s", error)
         return 2

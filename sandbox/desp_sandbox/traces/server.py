@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
-import urllib.error
-import urllib.request
 from pathlib import Path
+
+from ..serving import serve, stop_on_sigterm
 
 log = logging.getLogger("desp_sandbox.traces")
 
@@ -39,44 +37,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def announce_when_ready(url: str, public: str, stop: threading.Event) -> None:
-    """Print the ready line once `url` answers 200."""
-    while not stop.is_set():
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                if response.status == 200:
-                    print(f"desp_sandbox.traces ready at {public}", flush=True)
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        stop.wait(0.05)
-
-
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)  # until uvicorn installs its own handlers: stop cleanly while starting
+    stop_on_sigterm()  # until uvicorn installs its own handlers: stop cleanly while starting
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        import uvicorn
-
         from .app import create_app
 
         app = create_app(args.data_dir.resolve(), args.jwks_url, args.issuer)
-        server = uvicorn.Server(uvicorn.Config(app, host=args.ip, port=args.port, log_level="warning",
-                                               access_log=False, lifespan="off"))  # fmt: skip
-        local_host = "127.0.0.1" if args.ip in ("0.0.0.0", "") else args.ip
-        stop = threading.Event()
-        threading.Thread(target=announce_when_ready, daemon=True,
-                         args=(f"http://{local_host}:{args.port}/api/status", f"http://{args.ip}:{args.port}",
-                               stop)).start()  # fmt: skip
-        server.run()  # handles SIGINT/SIGTERM: graceful shutdown, then returns
-        stop.set()
+        started = serve(app, args.ip, args.port, "/api/status",
+                        f"desp_sandbox.traces ready at http://{args.ip}:{args.port}")  # fmt: skip
         app.state.store.close()
-        return 0 if server.started else 1
+        return 0 if started else 1
     except KeyboardInterrupt:
         return 0
 
