@@ -27,7 +27,8 @@ from pystac_client import Client  # noqa: E402
 
 from desp_lab.cache import Cache  # noqa: E402
 from desp_lab.catalogue import Catalogue  # noqa: E402
-from tests.conftest_catalogue import CatalogueProcess, IdpProcess, make_data_dir  # noqa: E402
+from tests.conftest_catalogue import CatalogueProcess, make_data_dir  # noqa: E402
+from tests.conftest_idp import IdpProcess  # noqa: E402
 
 ERA5 = "EO.ECMWF.DAT.REANALYSIS_ERA5_SINGLE_LEVELS"
 S2 = "EO.ESA.DAT.SENTINEL-2.MSI.L2A"

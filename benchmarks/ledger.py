@@ -91,7 +91,7 @@ def http_rates(directory: Path, count: int) -> tuple[float, float]:
     import requests
 
     from tests.conftest_accounting import AccountingProcess, SandboxAccounting
-    from tests.conftest_catalogue import IdpProcess
+    from tests.conftest_idp import IdpProcess
 
     directory.mkdir(parents=True, exist_ok=True)
     idp = IdpProcess(directory).start()

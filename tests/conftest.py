@@ -5,6 +5,7 @@ pytest_plugins = [
     "tests.conftest_keycloak",
     "tests.postgres",
     "tests.conftest_s3",
+    "tests.conftest_idp",
     "tests.conftest_catalogue",
     "tests.conftest_traces",
     "tests.conftest_accounting",

@@ -1,4 +1,5 @@
-"""pytest plugin: the sandbox accounting service (with its own sandbox IdP), started once per session (per worker).
+"""pytest plugin: the sandbox accounting service, started once per session (per xdist worker), with the session's
+sandbox IdP (`sandbox_idp`, tests/conftest_idp.py).
 
 Fixture `sandbox_accounting` yields a `SandboxAccounting`:
 
@@ -23,16 +24,14 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
-import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import requests
 
-from tests.conftest_catalogue import METERING_CLIENT, METERING_SECRET, IdpProcess, make_data_dir
+from tests.conftest_catalogue import make_data_dir
+from tests.conftest_idp import IdpProcess
 from tests.support import ManagedProcess, free_port, wait_for_http
 
 
@@ -106,8 +105,6 @@ class AccountingProcess:
 class SandboxAccounting:
     idp: IdpProcess
     process: AccountingProcess
-    _tokens: dict = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def url(self) -> str:
@@ -117,31 +114,14 @@ class SandboxAccounting:
     def data_dir(self) -> Path:
         return self.process.data_dir
 
-    def _cached(self, key: str, fetch) -> str:
-        with self._lock:
-            token, expires = self._tokens.get(key, (None, 0.0))
-            if token and expires - time.time() > 60:
-                return token
-        token, lifetime = fetch()
-        with self._lock:
-            self._tokens[key] = (token, time.time() + lifetime)
-        return token
-
     def token_for(self, user: str) -> str:
-        return self._cached(f"user:{user}", lambda: (self.idp.user_token(user), 240))
+        return self.idp.token_for(user)
 
     def admin_token(self) -> str:
         return self.token_for("admin")
 
     def meter_token(self) -> str:
-        def fetch():
-            answer = requests.post(self.idp.token_url, data={"grant_type": "client_credentials"},
-                                   auth=(METERING_CLIENT, METERING_SECRET), timeout=10)  # fmt: skip
-            answer.raise_for_status()
-            body = answer.json()
-            return body["access_token"], int(body.get("expires_in", 300))
-
-        return self._cached("meter", fetch)
+        return self.idp.meter_token()
 
     def headers(self, token: str, key: str | None = None) -> dict:
         headers = {"Authorization": f"Bearer {token}"}
@@ -151,18 +131,15 @@ class SandboxAccounting:
 
 
 @pytest.fixture(scope="session")
-def sandbox_accounting():
+def sandbox_accounting(sandbox_idp):
     workdir = make_data_dir("desp-accounting-")
-    idp = IdpProcess(workdir)
     process = None
     try:
-        idp.start()
-        process = AccountingProcess(workdir / "data", idp.jwks_url, idp.issuer)
+        process = AccountingProcess(workdir / "data", sandbox_idp.jwks_url, sandbox_idp.issuer)
         process.log_path = workdir / "accounting.log"
         process.start()
-        yield SandboxAccounting(idp, process)
+        yield SandboxAccounting(sandbox_idp, process)
     finally:
         if process is not None:
             process.stop()
-        idp.stop()
         shutil.rmtree(workdir, ignore_errors=True)

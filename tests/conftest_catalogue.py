@@ -1,4 +1,5 @@
-"""pytest plugin: the sandbox IdP and the sandbox STAC catalogue + cache, started once per session (per xdist worker).
+"""pytest plugin: the sandbox STAC catalogue + cache, started once per session (per xdist worker), with the session's
+sandbox IdP (`sandbox_idp`, tests/conftest_idp.py).
 
 Fixture `sandbox_catalogue` yields a `SandboxCatalogue`:
 
@@ -7,7 +8,8 @@ Fixture `sandbox_catalogue` yields a `SandboxCatalogue`:
 * `.cache_dir`  `Path` of the directory the cache serves (DATA_DIR/cache, sample data already generated)
 * `.token`      a currently valid bearer JWT from the IdP (client credentials of `desp-admin-cli`; refreshed when
                 less than a minute of it is left, so it stays valid through a long session)
-* `.token_for(username)`  an access token of a realm user (researcher, poweruser, ...) via a scripted login
+* `.token_for(username)`  an access token of a realm user (researcher, poweruser, ...) via a scripted login, cached
+                          likewise
 * `.issuer`, `.jwks_url`, `.token_url`, `.data_dir`, `.catalogue` (the `CatalogueProcess`), `.idp` (`IdpProcess`)
 
 `CatalogueProcess(data_dir, jwks_url, issuer)` can also be used directly (e.g. to restart a catalogue on the same
@@ -16,32 +18,20 @@ data directory). Every process is a `ManagedProcess`, stopped by its PID.
 
 from __future__ import annotations
 
-import base64
 import fcntl
-import hashlib
 import os
-import re
-import secrets
 import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
-from html import unescape
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import requests
 
+from tests.conftest_idp import IdpProcess
 from tests.support import ManagedProcess, free_port, wait_for_http
 
-ROOT = Path(__file__).resolve().parents[1]
-REALM_FILE = ROOT / "sandbox" / "desp_sandbox" / "realm" / "desp-realm.json"
-ADMIN_CLIENT = "desp-admin-cli"
-ADMIN_SECRET = "catalogue-admin-secret-for-tests"
-METERING_CLIENT = "desp-metering"
-METERING_SECRET = "catalogue-metering-secret-for-tests"
-HUB_SECRET = "catalogue-hub-secret-for-tests"
 STARTUP_TIMEOUT = 180
 
 
@@ -50,62 +40,6 @@ def make_data_dir(prefix: str = "desp-catalogue-") -> Path:
     path = Path(tempfile.mkdtemp(prefix=prefix))
     path.chmod(0o755)
     return path
-
-
-class IdpProcess:
-    """The sandbox IdP on a free port."""
-
-    def __init__(self, workdir: Path):
-        self.workdir = Path(workdir)
-        self.port = free_port()
-        self.issuer = f"http://127.0.0.1:{self.port}/realms/desp"
-        self.oidc = f"{self.issuer}/protocol/openid-connect"
-        self.jwks_url = f"{self.oidc}/certs"
-        self.token_url = f"{self.oidc}/token"
-        self.process: ManagedProcess | None = None
-
-    def start(self) -> IdpProcess:
-        env = dict(os.environ, DESP_HUB_CLIENT_SECRET=HUB_SECRET, DESP_ADMIN_CLIENT_SECRET=ADMIN_SECRET,
-                   DESP_METERING_CLIENT_SECRET=METERING_SECRET,
-                   DESP_HUB_URL="http://127.0.0.1:9")  # fmt: skip
-        args = [sys.executable, "-m", "desp_sandbox.idp.server", "--ip", "127.0.0.1", "--port", str(self.port),
-                "--realm-file", str(REALM_FILE), "--data-dir", str(self.workdir / "idp")]  # fmt: skip
-        self.process = ManagedProcess("sandbox-idp", args, self.workdir / "idp.log", env=env)
-        wait_for_http(f"{self.issuer}/.well-known/openid-configuration", timeout=60, process=self.process,
-                      ok_only=True)  # fmt: skip
-        return self
-
-    def client_token(self) -> dict:
-        response = requests.post(self.token_url, data={"grant_type": "client_credentials"},
-                                 auth=(ADMIN_CLIENT, ADMIN_SECRET), timeout=10)  # fmt: skip
-        response.raise_for_status()
-        return response.json()
-
-    def user_token(self, username: str, password: str | None = None) -> str:
-        """A user's access token through the login form, as a scripted Keycloak login does (auth code flow)."""
-        browser = requests.Session()
-        redirect_uri = "http://127.0.0.1:9/hub/oauth_callback"
-        verifier = secrets.token_urlsafe(48)
-        challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
-        page = browser.get(f"{self.oidc}/auth", params={"client_id": "desp-hub", "redirect_uri": redirect_uri,
-                                                          "response_type": "code", "scope": "openid", "state": "s",
-                                                          "code_challenge": challenge,
-                                                          "code_challenge_method": "S256"},
-                           allow_redirects=False, timeout=10)  # fmt: skip
-        page.raise_for_status()
-        action = unescape(re.search(r'id="kc-form-login"[^>]*\baction="([^"]+)"', page.text)[1])
-        answer = browser.post(action, data={"username": username, "password": password or f"{username}-demo"},
-                              allow_redirects=False, timeout=10)  # fmt: skip
-        code = re.search(r"[?&]code=([^&]+)", answer.headers["Location"])[1]
-        tokens = requests.post(self.token_url, data={"grant_type": "authorization_code", "code": code,
-                                                     "redirect_uri": redirect_uri, "code_verifier": verifier},
-                               auth=("desp-hub", HUB_SECRET), timeout=10)  # fmt: skip
-        tokens.raise_for_status()
-        return tokens.json()["access_token"]
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.stop()
 
 
 class CatalogueProcess:
@@ -161,7 +95,6 @@ class CatalogueProcess:
 class SandboxCatalogue:
     idp: IdpProcess
     catalogue: CatalogueProcess
-    _token: dict = field(default_factory=dict)
 
     @property
     def stac_url(self) -> str:
@@ -198,14 +131,10 @@ class SandboxCatalogue:
     @property
     def token(self) -> str:
         """A bearer JWT valid for at least another minute."""
-        if not self._token or self._token["expires_at"] - time.time() < 60:
-            answer = self.idp.client_token()
-            self._token = {"access_token": answer["access_token"],
-                           "expires_at": time.time() + int(answer.get("expires_in", 300))}  # fmt: skip
-        return self._token["access_token"]
+        return self.idp.admin_client_token()
 
     def token_for(self, username: str) -> str:
-        return self.idp.user_token(username)
+        return self.idp.token_for(username)
 
     def headers(self) -> dict:
         return {"Authorization": f"Bearer {self.token}"}
@@ -230,21 +159,18 @@ def seed_cache(cache_dir: Path, tmp_path_factory) -> None:
 
 
 @pytest.fixture(scope="session")
-def sandbox_catalogue(tmp_path_factory):
+def sandbox_catalogue(sandbox_idp, tmp_path_factory):
     workdir = make_data_dir()
     data_dir = workdir / "data"
     data_dir.mkdir(mode=0o755)
-    idp = IdpProcess(workdir)
     catalogue = None
     try:
-        idp.start()
         seed_cache(data_dir / "cache", tmp_path_factory)
-        catalogue = CatalogueProcess(data_dir, idp.jwks_url, idp.issuer)
+        catalogue = CatalogueProcess(data_dir, sandbox_idp.jwks_url, sandbox_idp.issuer)
         catalogue.log_path = workdir / "catalogue.log"
         catalogue.start()
-        yield SandboxCatalogue(idp, catalogue)
+        yield SandboxCatalogue(sandbox_idp, catalogue)
     finally:
         if catalogue is not None:
             catalogue.stop()
-        idp.stop()
         shutil.rmtree(workdir, ignore_errors=True)

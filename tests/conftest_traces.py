@@ -1,4 +1,5 @@
-"""pytest plugin: the sandbox IdP and the sandbox trace service, started once per session (per xdist worker).
+"""pytest plugin: the sandbox trace service, started once per session (per xdist worker), with the session's
+sandbox IdP (`sandbox_idp`, tests/conftest_idp.py).
 
 Fixture `sandbox_traces` yields a `SandboxTraces`:
 
@@ -16,14 +17,12 @@ from __future__ import annotations
 import shutil
 import sys
 import tempfile
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from desp_lab.credentials import token_expiry
-from tests.conftest_catalogue import IdpProcess
+from tests.conftest_idp import IdpProcess
 from tests.support import ManagedProcess, free_port, wait_for_http
 
 
@@ -67,7 +66,6 @@ class TracesProcess:
 class SandboxTraces:
     idp: IdpProcess
     service: TracesProcess
-    _tokens: dict = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -78,28 +76,22 @@ class SandboxTraces:
         return self.service.data_dir
 
     def token_for(self, username: str) -> str:
-        token = self._tokens.get(username)
-        if token is None or (token_expiry(token) or 0) - time.time() < 60:
-            token = self._tokens[username] = self.idp.user_token(username)
-        return token
+        return self.idp.token_for(username)
 
     def headers(self, username: str = "researcher") -> dict:
         return {"Authorization": f"Bearer {self.token_for(username)}"}
 
 
 @pytest.fixture(scope="session")
-def sandbox_traces():
+def sandbox_traces(sandbox_idp):
     workdir = Path(tempfile.mkdtemp(prefix="desp-traces-"))
-    idp = IdpProcess(workdir)
     service = None
     try:
-        idp.start()
-        service = TracesProcess(workdir / "data", idp.jwks_url, idp.issuer)
+        service = TracesProcess(workdir / "data", sandbox_idp.jwks_url, sandbox_idp.issuer)
         service.log_path = workdir / "traces.log"
         service.start()
-        yield SandboxTraces(idp, service)
+        yield SandboxTraces(sandbox_idp, service)
     finally:
         if service is not None:
             service.stop()
-        idp.stop()
         shutil.rmtree(workdir, ignore_errors=True)

@@ -37,7 +37,7 @@ from desp_hub.services.metering_service import MeteringApp, running_session
 from desp_hub.spawner import DespLocalSpawner
 from desp_lab.accounting import Accounting
 from tests.conftest_accounting import AccountingProcess
-from tests.conftest_catalogue import METERING_CLIENT, METERING_SECRET
+from tests.conftest_idp import METERING_CLIENT, METERING_SECRET
 from tests.support import free_port
 
 UTC = datetime.UTC
