@@ -14,22 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import json
-import logging
-import os
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
-from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
-from traitlets import Integer, Unicode, default, validate
-from traitlets.config import Application
+from tornado.httpclient import HTTPClientError
+from traitlets import Integer, Unicode, validate
 
 from desp_hub.culls import record_cull
 from desp_hub.profile_store import ProfileStore
 from desp_hub.profiles import Profile
-
-PAGINATION_MEDIA_TYPE = "application/jupyterhub-pagination+json"
+from desp_hub.services.hub_service_app import HubServiceApp
 
 
 def _parse_time(value: str | None) -> datetime.datetime | None:
@@ -72,11 +67,12 @@ def decide(
     return None
 
 
-class CullerApp(Application):
+class CullerApp(HubServiceApp):
     """Stop servers past their profile's idle or runtime limit, and record why."""
 
     name = "desp-hub-culler"
     description = __doc__
+    stop_message = "Culler stopping"
     aliases = {
         "db-url": "CullerApp.db_url",
         "interval": "CullerApp.interval",
@@ -110,29 +106,6 @@ class CullerApp(Application):
         """,
     )
 
-    api_url = Unicode(config=True, help="The hub REST API. Default: $JUPYTERHUB_API_URL, set by the hub.")
-    api_token = Unicode(config=True, help="The service's token. Default: $JUPYTERHUB_API_TOKEN, set by the hub.")
-
-    @default("log_level")
-    def _log_level_default(self):
-        return logging.INFO  # one line per cull is the point
-
-    @default("log_format")
-    def _log_format_default(self):
-        return "[%(levelname)1.1s %(asctime)s.%(msecs).03d %(name)s] %(message)s"  # as the hub's own lines
-
-    @default("log_datefmt")
-    def _log_datefmt_default(self):
-        return "%Y-%m-%d %H:%M:%S"
-
-    @default("api_url")
-    def _api_url_default(self):
-        return os.environ.get("JUPYTERHUB_API_URL", "http://127.0.0.1:8081/hub/api")
-
-    @default("api_token")
-    def _api_token_default(self):
-        return os.environ.get("JUPYTERHUB_API_TOKEN", "")
-
     @validate("interval", "fallback_idle_timeout")
     def _positive(self, proposal):
         if proposal.value <= 0:
@@ -143,34 +116,8 @@ class CullerApp(Application):
         super().initialize(argv)
         if not self.db_url:
             raise SystemExit("desp-hub-culler: --db-url (the profile store) is required")
-        if not self.api_token:
-            raise SystemExit("desp-hub-culler: no hub API token (JUPYTERHUB_API_TOKEN); run it as a hub service")
+        self.require_api_token()
         self.store = ProfileStore(self.db_url)
-
-    async def api(self, method: str, path: str, **params) -> Any:
-        """Call the hub REST API; returns the decoded JSON body (None when empty)."""
-        url = self.api_url.rstrip("/") + path + (f"?{urlencode(params)}" if params else "")
-        request = HTTPRequest(
-            url,
-            method=method,
-            headers={"Authorization": f"token {self.api_token}", "Accept": PAGINATION_MEDIA_TYPE},
-            request_timeout=60,
-        )
-        response = await AsyncHTTPClient().fetch(request)
-        return json.loads(response.body) if response.body else None
-
-    async def ready_servers(self):
-        """(username, server model) of every ready server, page by page."""
-        offset = 0
-        while True:
-            page = await self.api("GET", "/users", state="ready", offset=offset)
-            for user in page["items"]:
-                for server in (user.get("servers") or {}).values():
-                    yield user["name"], server
-            next_page = (page.get("_pagination") or {}).get("next")
-            if not next_page:
-                return
-            offset = next_page["offset"]
 
     async def cull_once(self) -> int:
         """One pass: stop (and record) every server past its limit; returns how many were stopped."""
@@ -235,12 +182,6 @@ class CullerApp(Application):
             except Exception:
                 self.log.exception("Cull pass failed")
             await asyncio.sleep(self.interval)
-
-    def start(self) -> None:
-        try:
-            asyncio.run(self.run())
-        except KeyboardInterrupt:  # the hub stops its services with SIGINT
-            self.log.info("Culler stopping")
 
 
 main = CullerApp.launch_instance

@@ -25,21 +25,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import json
-import logging
-import os
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlencode
 
-from tornado.httpclient import AsyncHTTPClient, HTTPRequest
-from traitlets import Instance, Integer, Unicode, default
-from traitlets.config import Application
+from traitlets import Instance, Integer
 
 from desp_hub.metering import DespMetering, MeteringOutbox, deliver_pending, parse_time, session_id
 from desp_hub.profile_store import ProfileStore
-
-PAGINATION_MEDIA_TYPE = "application/jupyterhub-pagination+json"
+from desp_hub.services.hub_service_app import HubServiceApp
 
 
 def running_session(username: str, server: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -57,11 +50,12 @@ def running_session(username: str, server: Mapping[str, Any]) -> dict[str, Any] 
     }
 
 
-class MeteringApp(Application):
+class MeteringApp(HubServiceApp):
     """Meter the running servers in DCUs and deliver the debits to the accounting service."""
 
     name = "desp-hub-metering"
     description = __doc__
+    stop_message = "Metering stopping; what is queued stays in the outbox for the next start"
     classes = [DespMetering]
     aliases = {
         "accounting-url": "DespMetering.accounting_url",
@@ -74,39 +68,16 @@ class MeteringApp(Application):
         "log-level": "Application.log_level",
     }
 
-    api_url = Unicode(config=True, help="The hub REST API. Default: $JUPYTERHUB_API_URL, set by the hub.")
-    api_token = Unicode(config=True, help="The service's token. Default: $JUPYTERHUB_API_TOKEN, set by the hub.")
     batch = Integer(100, config=True, help="Rows delivered at most per pass (the rest wait for the next pass).")
 
     metering = Instance(DespMetering)
-
-    @default("log_level")
-    def _log_level_default(self):
-        return logging.INFO
-
-    @default("log_format")
-    def _log_format_default(self):
-        return "[%(levelname)1.1s %(asctime)s.%(msecs).03d %(name)s] %(message)s"  # as the hub's own lines
-
-    @default("log_datefmt")
-    def _log_datefmt_default(self):
-        return "%Y-%m-%d %H:%M:%S"
-
-    @default("api_url")
-    def _api_url_default(self):
-        return os.environ.get("JUPYTERHUB_API_URL", "http://127.0.0.1:8081/hub/api")
-
-    @default("api_token")
-    def _api_token_default(self):
-        return os.environ.get("JUPYTERHUB_API_TOKEN", "")
 
     def initialize(self, argv=None):
         super().initialize(argv)
         self.metering = DespMetering(parent=self)
         if not self.metering.accounting_url:
             raise SystemExit("desp-hub-metering: --accounting-url is required")
-        if not self.api_token:
-            raise SystemExit("desp-hub-metering: no hub API token (JUPYTERHUB_API_TOKEN); run it as a hub service")
+        self.require_api_token()
         self.outbox = MeteringOutbox(self.metering.db_url)
         self.token = self.metering.token_source()
         self.accounting = self.metering.accounting(token=self.token)
@@ -115,30 +86,14 @@ class MeteringApp(Application):
 
     # -- the hub ---------------------------------------------------------------------------------------------------
 
-    async def api(self, path: str, **params) -> Any:
-        url = self.api_url.rstrip("/") + path + (f"?{urlencode(params)}" if params else "")
-        request = HTTPRequest(
-            url,
-            headers={"Authorization": f"token {self.api_token}", "Accept": PAGINATION_MEDIA_TYPE},
-            request_timeout=60,
-        )
-        response = await AsyncHTTPClient().fetch(request)
-        return json.loads(response.body) if response.body else None
-
     async def running_sessions(self) -> list[dict[str, Any]]:
-        """The ready servers (see `running_session`), page by page."""
-        sessions, offset = [], 0
-        while True:
-            page = await self.api("/users", state="ready", offset=offset)
-            for user in page["items"]:
-                for server in (user.get("servers") or {}).values():
-                    session = running_session(user["name"], server)
-                    if session is not None:
-                        sessions.append(session)
-            next_page = (page.get("_pagination") or {}).get("next")
-            if not next_page:
-                return sessions
-            offset = next_page["offset"]
+        """The ready servers (see `running_session`)."""
+        sessions = []
+        async for username, server in self.ready_servers():
+            session = running_session(username, server)
+            if session is not None:
+                sessions.append(session)
+        return sessions
 
     # -- one pass --------------------------------------------------------------------------------------------------
 
@@ -227,12 +182,6 @@ class MeteringApp(Application):
                 self.log.exception("Metering pass failed")
             spent = (datetime.datetime.now(datetime.UTC) - started).total_seconds()
             await asyncio.sleep(max(0.0, poll - spent))
-
-    def start(self) -> None:
-        try:
-            asyncio.run(self.run())
-        except KeyboardInterrupt:  # the hub stops its services with SIGINT
-            self.log.info("Metering stopping; what is queued stays in the outbox for the next start")
 
 
 main = MeteringApp.launch_instance
