@@ -146,14 +146,10 @@ class Accounting:
     # -- plumbing ---------------------------------------------------------------------------------------------
 
     def _token(self) -> str:
-        if callable(self.token):
-            return self.token()
-        if self.token is not None:
-            return self.token
         from . import credentials
 
         try:
-            return credentials.access_token()
+            return credentials.bearer_token(self.token)
         except credentials.CredentialsError as error:
             raise NotAuthorized(str(error)) from None
 

@@ -51,19 +51,13 @@ _manifest_locks_guard = threading.Lock()
 def resolve_token(token: TokenLike = None) -> str | None:
     """The bearer token to send now: `token` itself, `token()` if callable, else the platform's data token.
 
-    The default asks `desp_lab.credentials.data_token()` (or `access_token()` where that does not exist) at each
-    call, so a token refreshed by the hub is used without the user noticing. None when no token can be had (then
-    HTTP clients fall back to `~/.netrc`).
+    The default asks `desp_lab.credentials.data_token()` at each call, so a token refreshed by the hub is used
+    without the user noticing. None when no token can be had (then HTTP clients fall back to `~/.netrc`).
     """
-    if callable(token):
-        return token()
-    if token is not None:
-        return token
     from . import credentials
 
-    getter = getattr(credentials, "data_token", None) or credentials.access_token
     try:
-        return getter()
+        return credentials.bearer_token(token, default=credentials.data_token)
     except credentials.CredentialsError:
         return None
 

@@ -85,6 +85,20 @@ def access_token(environ=None, timeout: float = 10) -> str:
     return _cached(("hub", api_url, username), lambda: _token_from_hub(api_url, api_token, username, timeout))
 
 
+def bearer_token(token=None, default=None) -> str:
+    """The bearer token to send now, from what an SDK client was given as `token`.
+
+    A string is itself; a zero-argument callable is called; None asks `default()`, by default `access_token()`.
+    Asked at each request, so a token the hub has refreshed is used at once. Raises CredentialsError when there
+    is no token to be had; each client turns that into its own error.
+    """
+    if callable(token):
+        return token()
+    if token is not None:
+        return token
+    return (default or access_token)()
+
+
 def _token_from_hub(api_url, api_token, username, timeout):
     # /users/{name} (not /user) is the model that carries auth_state; asking refreshes it if stale.
     request = urllib.request.Request(

@@ -373,14 +373,10 @@ class TraceClient:
         self._session = requests.Session()
 
     def _bearer(self) -> str:
-        if callable(self.token):
-            return self.token()
-        if self.token is not None:
-            return self.token
         from . import credentials
 
         try:
-            return credentials.access_token()
+            return credentials.bearer_token(self.token)
         except credentials.CredentialsError as error:
             raise DespError(str(error), status=401) from None
 
