@@ -4,6 +4,7 @@ Each test uses product names and hashes of its own (uuid-based), so tests share 
 """
 
 import secrets
+import urllib.parse
 import uuid
 
 import pytest
@@ -278,3 +279,18 @@ def test_api_matches_its_openapi_document(sandbox_traces):
             failures.append(f"{operation.method.upper()} {operation.path}: {error}")
     assert not failures, "\n\n".join(failures)
     assert any(status < 300 for status in calls) and any(status == 400 for status in calls)
+
+
+def test_product_names_with_line_breaks_reach_the_service(sandbox_traces):
+    """A name is any text: one with a newline is traced, found by name and validated like any other."""
+    headers = sandbox_traces.headers()
+    name = "run 1\nmean.nc"
+    trace = {"product": {"name": name, "size": 1, "hash": "ab" * 32}}
+    stored = requests.put(f"{sandbox_traces.url}/api/v1/traces", json=[trace], headers=headers, timeout=10)
+    assert stored.status_code == 201, stored.text
+    quoted = urllib.parse.quote(name, safe="")
+    found = requests.get(f"{sandbox_traces.url}/api/v1/traces/name/{quoted}", headers=headers, timeout=10)
+    assert [t["product"]["name"] for t in found.json()] == [name]
+    checked = requests.get(f"{sandbox_traces.url}/api/v1/traces/{quoted}/validate", params={"filehash": "ab" * 32},
+                           headers=headers, timeout=10)  # fmt: skip
+    assert checked.status_code == 200 and checked.json()["valid"] is True

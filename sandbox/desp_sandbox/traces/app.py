@@ -29,6 +29,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException
 
 from ..catalogue.auth import TokenVerifier, Unauthorized
@@ -144,6 +145,21 @@ def checked_hash(value: str, algorithm: str | None, where: str) -> str:
         raise Invalid(f"Malformed hash in {where}: {shown!r} is not {digits} hexadecimal digits"
                       + (f" (a {algorithm} digest)" if algorithm else ""))  # fmt: skip
     return value.lower()
+
+
+class ProductNameConvertor(Convertor):
+    """A product name in a path: any text, `/` and line breaks included (Starlette's `path` stops at a newline)."""
+
+    regex = r"[\s\S]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("productname", ProductNameConvertor())
 
 
 def checked_text(value: str, where: str) -> str:
@@ -276,7 +292,7 @@ def create_app(data_dir: Path, jwks_url: str, issuer: str | None = None) -> Fast
         store.add(stored)
         return stored
 
-    @app.get("/api/v1/traces/name/{productname:path}", response_model=list[Trace], response_model_exclude_none=True,
+    @app.get("/api/v1/traces/name/{productname:productname}", response_model=list[Trace], response_model_exclude_none=True,
              responses=ERRORS, tags=["traces"], summary="Every trace of a product name, newest first")  # fmt: skip
     def by_name(productname: Annotated[str, PathParam(description="product name")],
                 _: str = Depends(caller)) -> list[dict]:  # fmt: skip
@@ -288,7 +304,7 @@ def create_app(data_dir: Path, jwks_url: str, issuer: str | None = None) -> Fast
                 _: str = Depends(caller)) -> list[dict]:  # fmt: skip
         return store.by_hash(checked_hash(hash, None, "the path"))
 
-    @app.get("/api/v1/traces/{productname:path}/validate", response_model=Validation, responses=ERRORS,
+    @app.get("/api/v1/traces/{productname:productname}/validate", response_model=Validation, responses=ERRORS,
              tags=["traces"], summary="Is this hash the current one of the product?")  # fmt: skip
     def validate(productname: Annotated[str, PathParam(description="product name")],
                  filehash: Annotated[str, Query(description="hex digest of the file to check")],
