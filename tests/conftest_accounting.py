@@ -23,7 +23,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ import pytest
 
 from tests.conftest_catalogue import make_data_dir
 from tests.conftest_idp import IdpProcess
-from tests.support import ManagedProcess, free_port, wait_for_http
+from tests.support import SandboxServiceProcess
 
 
 def unique_user(prefix: str = "u") -> str:
@@ -40,47 +39,14 @@ def unique_user(prefix: str = "u") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
-class AccountingProcess:
+class AccountingProcess(SandboxServiceProcess):
     """`python -m desp_sandbox.accounting` on a free port over `data_dir` (its ledger survives restarts)."""
 
-    def __init__(self, data_dir: Path, jwks_url: str, issuer: str | None = None, log_name: str = "accounting.log",
-                 **options):  # fmt: skip
-        self.data_dir = Path(data_dir)
-        self.jwks_url = jwks_url
-        self.issuer = issuer
-        self.options = options
-        self.log_path = self.data_dir / log_name
-        self.port: int | None = None
-        self.process: ManagedProcess | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    service = "accounting"
 
     @property
     def ledger_path(self) -> Path:
         return self.data_dir / "accounting" / "ledger.sqlite"
-
-    def start(self, port: int | None = None) -> AccountingProcess:
-        """Start (again) on `port`, by default the previous port if any, else a free one."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.port = port or self.port or free_port()
-        args = [sys.executable, "-m", "desp_sandbox.accounting", "--ip", "127.0.0.1", "--port", str(self.port),
-                "--data-dir", str(self.data_dir), "--jwks-url", self.jwks_url]  # fmt: skip
-        if self.issuer:
-            args += ["--issuer", self.issuer]
-        for name, value in self.options.items():
-            if value is not None:
-                args += [f"--{name.replace('_', '-')}", str(value)]
-        self.process = ManagedProcess("sandbox-accounting", args, self.log_path)
-        wait_for_http(f"{self.url}/api/status", timeout=60, process=self.process, ok_only=True)
-        return self
-
-    def stop(self) -> int | None:
-        if self.process is None:
-            return None
-        self.process.stop(timeout=20)
-        return self.process.popen.returncode
 
     def kill(self) -> None:
         """SIGKILL the process by its PID (no clean shutdown)."""
@@ -96,9 +62,6 @@ class AccountingProcess:
             return self.process.popen.wait(timeout)
         except subprocess.TimeoutExpired:
             return None
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
 
 
 @dataclass

@@ -15,7 +15,6 @@ data directory). Every process is a `ManagedProcess`, stopped by its PID.
 from __future__ import annotations
 
 import shutil
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,43 +22,13 @@ from pathlib import Path
 import pytest
 
 from tests.conftest_idp import IdpProcess
-from tests.support import ManagedProcess, free_port, wait_for_http
+from tests.support import SandboxServiceProcess
 
 
-class TracesProcess:
-    """`python -m desp_sandbox.traces` on a free port over `data_dir`."""
+class TracesProcess(SandboxServiceProcess):
+    """`python -m desp_sandbox.traces` on a free port over `data_dir` (its traces survive restarts)."""
 
-    def __init__(self, data_dir: Path, jwks_url: str, issuer: str | None = None, log_name: str = "traces.log"):
-        self.data_dir = Path(data_dir)
-        self.jwks_url = jwks_url
-        self.issuer = issuer
-        self.log_path = self.data_dir / log_name
-        self.port: int | None = None
-        self.process: ManagedProcess | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> TracesProcess:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        args = [sys.executable, "-m", "desp_sandbox.traces", "--ip", "127.0.0.1", "--port", str(self.port),
-                "--data-dir", str(self.data_dir), "--jwks-url", self.jwks_url]  # fmt: skip
-        if self.issuer:
-            args += ["--issuer", self.issuer]
-        self.process = ManagedProcess("sandbox-traces", args, self.log_path)
-        wait_for_http(f"{self.url}/api/status", timeout=60, process=self.process, ok_only=True)
-        return self
-
-    def stop(self) -> int | None:
-        if self.process is None:
-            return None
-        self.process.stop(timeout=20)
-        return self.process.popen.returncode
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+    service = "traces"
 
 
 @dataclass
