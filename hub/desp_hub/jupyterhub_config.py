@@ -9,9 +9,18 @@
 import os
 import sys
 
+from jupyterhub.app import JupyterHub
+from traitlets.config import Config
+
 from desp_hub.authenticator import DespKeycloakAuthenticator
 from desp_hub.metering import hub_metering
-from desp_hub.services.install import install_culler_service, install_metering_service, install_profiles_service
+from desp_hub.platform_endpoints import DespPlatformEndpoints
+from desp_hub.services.install import (
+    install_culler_service,
+    install_dashboards_service,
+    install_metering_service,
+    install_profiles_service,
+)
 from desp_hub.spawner import DespLocalSpawner
 
 c = get_config()  # noqa: F821 (provided by JupyterHub when it loads this file)
@@ -86,6 +95,23 @@ if metering.enabled:
         token_url=metering.token_url,
         client_id=metering.client_id,
     )
+
+# Dashboards (desp_dashboards.service, /services/dashboards/): visualisation of the platform's data with each user's
+# own token, and executive statistics; members of `executives` also see the restricted panels and user names.
+# The platform endpoints are the ones user servers get (`--DespPlatformEndpoints.*` from `desp-hub up`).
+# (A configuration file cannot see the command line; read it from the running JupyterHub, as hub_metering does.)
+endpoints_config = Config()
+endpoints_config.merge(c)
+if JupyterHub.initialized():
+    endpoints_config.merge(JupyterHub.instance().cli_config)
+endpoints = DespPlatformEndpoints(config=endpoints_config)
+install_dashboards_service(
+    c,
+    catalogue_url=endpoints.catalogue_url,
+    cache_url=endpoints.user_cache_url,
+    accounting_url=endpoints.accounting_url,
+    restricted_group="executives",
+)
 
 extra_config = os.environ.get("DESP_HUB_EXTRA_CONFIG")
 if extra_config:

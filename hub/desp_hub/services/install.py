@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import os
 import sys
+import urllib.parse
 from typing import Any
 
 from ..ports import free_port
@@ -277,3 +278,107 @@ def install_metering_service(
         c.JupyterHub.load_roles.append(role)
     else:
         c.JupyterHub.load_roles = [*(r for r in roles if r.get("name") != METERING_ROLE), role]
+
+
+DASHBOARDS_NAME = "dashboards"
+DASHBOARDS_ROLE = "dashboards-service"
+DASHBOARDS_ACCESS_SCOPE = f"access:services!service={DASHBOARDS_NAME}"
+# Least privilege for the dashboards service's own token, which feeds the executive statistics: list the users
+# with their groups and last activity (`list:users`, `read:users:name`, `read:users:groups`,
+# `read:users:activity`), read the groups (`list:groups`, `read:groups:name`, `read:groups`: who is in each) and
+# the server models (`read:servers`: started, last_activity, user_options.profile). No auth_state, no tokens, no
+# stopping servers, no admin.
+DASHBOARDS_SCOPES = [
+    "list:users",
+    "read:users:name",
+    "read:users:groups",
+    "read:users:activity",
+    "list:groups",
+    "read:groups",
+    "read:servers",
+]
+# What a user's OAuth token for the dashboards may do besides identifying them: read that user's own auth_state
+# (their DESP access token, for data access as themselves). The hub narrows `!user` to the logged-in user, and
+# grants it only because every user holds it (the `user` role in jupyterhub_config.py).
+DASHBOARDS_OAUTH_SCOPES = ["admin:auth_state!user"]
+
+
+class _HubPublicUrl:
+    """The hub's public URL (`JupyterHub.public_url`, else `bind_url`) when the service starts: the dashboards
+    accept websockets from that host only."""
+
+    def __call__(self, _spawner: Any) -> str:
+        from jupyterhub.app import JupyterHub
+
+        if not JupyterHub.initialized():
+            return ""
+        hub = JupyterHub.instance()
+        url = hub.public_url or hub.bind_url
+        parts = urllib.parse.urlsplit(url)
+        return f"{parts.scheme}://{parts.netloc}" if parts.netloc else ""
+
+    def __repr__(self) -> str:
+        return "<the hub's public URL>"
+
+
+def install_dashboards_service(
+    c: Any,
+    *,
+    catalogue_url: str = "",
+    cache_url: str = "",
+    accounting_url: str = "",
+    restricted_group: str = "executives",
+    port: int | None = None,
+) -> None:
+    """Add the `dashboards` service (`desp_dashboards.service`: the visualisation and executive statistics Panel
+    dashboards at `/services/dashboards/`), its least-privilege role and access to it for every user, to `c`.
+
+    - `catalogue_url`, `cache_url` (the user's cache area, `{username}` in it), `accounting_url`: the platform's
+      endpoints (DespPlatformEndpoints), given to the service's environment; each dashboard session reads them
+      with the user's own DESP access token.
+    - `restricted_group`: members of this hub group see the restricted executive panels and user names.
+    - `port`: where the service listens on 127.0.0.1. Default: a port free right now.
+
+    The service appears in the hub's Services menu, and users reach it without an extra "authorize" page. Its
+    OAuth client may issue tokens that read the logged-in user's own auth_state (DASHBOARDS_OAUTH_SCOPES).
+    Existing services and roles are kept; where `c` sets them outright, calling it again replaces the service.
+    """
+    environment: dict[str, Any] = {"DESP_HUB_PUBLIC_URL": _HubPublicUrl()}
+    for name, value in (
+        ("DESP_CATALOGUE_URL", catalogue_url),
+        ("DESP_CACHE_URL", cache_url),
+        ("DESP_ACCOUNTING_URL", accounting_url),
+    ):
+        if value:
+            environment[name] = value
+    # the Natural Earth files shipped with the dashboards: maps draw coastlines and borders without a download
+    from desp_dashboards.natural_earth import DATA_DIR as natural_earth_dir
+
+    environment["CARTOPY_DATA_DIR"] = str(natural_earth_dir)
+    service = {
+        "name": DASHBOARDS_NAME,
+        "display": True,
+        "url": f"http://127.0.0.1:{port or free_port()}",
+        "command": [
+            sys.executable,
+            "-m",
+            "desp_dashboards.service",
+            f"--restricted-group={restricted_group}",
+        ],
+        "environment": environment,
+        "oauth_no_confirm": True,
+        "oauth_client_allowed_scopes": list(DASHBOARDS_OAUTH_SCOPES),
+    }
+    role = {
+        "name": DASHBOARDS_ROLE,
+        "description": "The dashboards: read users, groups and servers for the executive statistics",
+        "scopes": list(DASHBOARDS_SCOPES),
+        "services": [DASHBOARDS_NAME],
+    }
+    _put_service(c, service)
+    roles = _configured(c.JupyterHub, "load_roles")
+    if roles is None:
+        c.JupyterHub.load_roles.extend([*with_access_scope([], DASHBOARDS_ACCESS_SCOPE), role])
+    else:
+        roles = [r for r in roles if r.get("name") != DASHBOARDS_ROLE]
+        c.JupyterHub.load_roles = with_access_scope([*roles, role], DASHBOARDS_ACCESS_SCOPE)
