@@ -59,13 +59,17 @@ def build_views(context, store: ExecutiveStore) -> list[ExecutiveView]:
     return [ExecutiveView(spec=spec, store=store) for spec in views_for(context)]
 
 
-def create_app(context, filters: Filters | None = None):
-    """One session's page of the executive dashboard for `context`'s viewer."""
+def create_app(context, filters: Filters | None = None, sources: list | None = None):
+    """One session's page of the executive dashboard for `context`'s viewer.
+
+    `filters`: the initial filters (default: the last 30 days); `sources`: the Source objects to read instead of
+    the registered ones (tests, or a deployment adding its own).
+    """
     from desp_dashboards import offline_maps
 
     pn.extension("tabulator", notifications=False)
     offline_maps()
-    store = ExecutiveStore(context, filters)
+    store = ExecutiveStore(context, filters, sources=sources)
     try:
         store.refresh_options()
     except SourceUnavailable:

@@ -16,11 +16,13 @@ coastline: where the platform's data is. It does not show where users are: the p
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import math
 from collections.abc import Callable
 
 import holoviews as hv
+import numpy as np
 import hvplot.pandas  # noqa: F401  (registers DataFrame.hvplot)
 import pandas as pd
 import panel as pn
@@ -201,26 +203,27 @@ def gantt_figure(frame: pd.DataFrame, lane: str, title: str = ""):
     return plot
 
 
-def _coastline_paths() -> list:
-    """The shipped Natural Earth coastline as lon/lat line strings (empty if the files are missing)."""
+@functools.cache
+def _coastline() -> np.ndarray:
+    """The shipped Natural Earth coastline as one (lon, lat) array, parts separated by NaN rows (read once)."""
     from cartopy.io import shapereader
 
     from desp_dashboards.natural_earth import shapefile_path
 
     path = shapefile_path("physical", "coastline")
     if not path.exists():
-        return []
-    lines = []
+        return np.empty((0, 2))
+    parts = []
     for geometry in shapereader.Reader(str(path)).geometries():
         for part in getattr(geometry, "geoms", [geometry]):
-            xs, ys = part.xy
-            lines.append(list(zip(xs, ys, strict=True)))
-    return lines
+            parts.append(np.asarray(part.coords)[:, :2])
+            parts.append(np.full((1, 2), np.nan))
+    return np.concatenate(parts) if parts else np.empty((0, 2))
 
 
 def map_plot(frame: pd.DataFrame):
     """Collection extents as rectangles over the coastline, lon/lat axes (plate carrée)."""
-    coast = hv.Path(_coastline_paths(), kdims=["lon", "lat"]).opts(color="#888888", line_width=1)
+    coast = hv.Path([_coastline()], kdims=["lon", "lat"]).opts(color="#888888", line_width=1)
     boxes = hv.Rectangles(frame, kdims=["west", "south", "east", "north"], vdims=["collection", "title"]).opts(
         fill_alpha=0.25, color="collection", cmap=list(PALETTE), line_width=2, tools=["hover"])
     return (coast * boxes).opts(responsive=True, min_height=320, xlim=(-180, 180), ylim=(-90, 90),
@@ -233,7 +236,7 @@ def chart(spec: ViewSpec, frame: pd.DataFrame):
         return pn.pane.Alert("No data for these filters.", alert_type="light")
     options = {"responsive": True, "min_height": 300, "title": ""}
     if spec.kind == "numbers":
-        return pn.FlexBox(*[pn.indicators.Number(name=str(row.statistic), value=float(row.value),
+        return pn.FlexBox(*[pn.indicators.Number(label=str(row.statistic), value=float(row.value),
                                                  format="{value:,.3f}" if "DCU" in row.statistic else "{value:,.0f}",
                                                  font_size="28pt", title_size="10pt")
                             for row in frame.itertuples()])  # fmt: skip
@@ -289,9 +292,9 @@ class ExecutiveView(pn.viewable.Viewer):
     def downloads(self) -> pn.Row:
         name = self.spec.name
         return pn.Row(
-            pn.widgets.FileDownload(callback=self.csv, filename=f"{name}.csv", label="CSV", button_type="light",
+            pn.widgets.FileDownload(callback=self.csv, filename=f"{name}.csv", label="CSV", color="light",
                                     embed=False, width=90),
-            pn.widgets.FileDownload(callback=self.xlsx, filename=f"{name}.xlsx", label="Excel", button_type="light",
+            pn.widgets.FileDownload(callback=self.xlsx, filename=f"{name}.xlsx", label="Excel", color="light",
                                     embed=False, width=90),
         )  # fmt: skip
 
