@@ -291,16 +291,23 @@ def users_frame(users: list[dict], filters: Filters) -> pd.DataFrame:
 
 
 def servers_frame(users: list[dict], filters: Filters) -> pd.DataFrame:
-    """Every server of every user (in the filter's group, of the filter's profile) as rows."""
+    """Every server of every user (in the filter's group, of the filter's profile) as rows.
+
+    Stopped servers without recorded options are left out: the hub lists every user's default server, also one that
+    never ran.
+    """
     rows = []
     for model in users:
         if filters.group != ALL and filters.group not in (model.get("groups") or []):
             continue
         for name, server in (model.get("servers") or {}).items():
-            profile = ((server.get("user_options") or {}).get("profile")) or "(none)"
+            options = server.get("user_options") or {}
+            state = "running" if server.get("ready") else "pending" if server.get("pending") else "stopped"
+            if state == "stopped" and not options:
+                continue  # the hub lists every user's default server, also one never started
+            profile = options.get("profile") or "(none)"
             if filters.profile != ALL and profile != filters.profile:
                 continue
-            state = "running" if server.get("ready") else "pending" if server.get("pending") else "stopped"
             rows.append({"user": model["name"], "server": name or "", "profile": profile, "state": state,
                          "started": _utc_naive(server.get("started")),
                          "last_activity": _utc_naive(server.get("last_activity"))})  # fmt: skip
