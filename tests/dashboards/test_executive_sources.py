@@ -1,6 +1,7 @@
 """Executive dashboard sources against the real services on 127.0.0.1: the sandbox accounting service (debits
 recorded as the metering service, read back with the admin's and the executive's tokens) and a real JupyterHub
-(users, groups and servers over its REST API with a least-privilege service token, servers spawned with a profile).
+(users, groups and servers over its REST API with the dashboards service's role, `DASHBOARDS_SCOPES` of
+`desp_hub.services.install`, and servers spawned with a profile).
 """
 
 import datetime as dt
@@ -21,6 +22,7 @@ from desp_dashboards.executive.sources import (AccountingUsage, Filters, HubGrou
                                                SourceUnavailable)  # fmt: skip
 from desp_dashboards.executive.store import ExecutiveStore
 from desp_dashboards.executive.views import view_data
+from desp_hub.services.install import DASHBOARDS_SCOPES
 from desp_lab.accounting import Accounting
 from tests.conftest_accounting import unique_user
 from tests.support import free_port
@@ -166,8 +168,7 @@ class Hub:
             c.JupyterHub.services = [{{"name": "dashboards", "api_token": "{SERVICE_TOKEN}"}},
                                      {{"name": "tester", "api_token": "{TESTER_TOKEN}"}}]
             c.JupyterHub.load_roles = [
-                {{"name": "dashboards", "services": ["dashboards"],
-                  "scopes": ["list:users", "read:users", "read:servers", "list:groups", "read:groups"]}},
+                {{"name": "dashboards", "services": ["dashboards"], "scopes": {list(DASHBOARDS_SCOPES)!r}}},
                 {{"name": "tester", "services": ["tester"], "scopes": ["servers", "read:users"]}},
             ]
         """)  # fmt: skip
@@ -249,7 +250,12 @@ def test_hub_users_groups_and_servers(hub):
     assert set(users["user"]) == set(HUB_USERS)
     assert users.set_index("user")["groups"].to_dict() == {user: ",".join(sorted(groups))
                                                            for user, groups in HUB_USERS.items()}  # fmt: skip
-    assert users["created"].notna().all() and users["created"].dt.tz is None
+    assert users["last_activity"].dt.tz is None
+    if "read:users" in DASHBOARDS_SCOPES:
+        assert users["created"].notna().all() and users["created"].dt.tz is None
+    else:  # the hub gives no registration date: the curve says so rather than show zeros
+        with pytest.raises(SourceUnavailable, match="read:users"):
+            view_data("registrations", hub_context(hub, member=False), period)
     servers = HubServers(context).load(period)
     table = sorted(zip(servers["user"], servers["server"], servers["profile"], servers["state"], strict=True))
     assert table == [("bert-oskar", "lab2", "standard", "stopped"), ("cleo-maris", "gpu", "power", "running"),
@@ -266,7 +272,7 @@ def test_hub_views_for_the_public_and_for_members(hub):
     assert by_profile.to_dict("records") == [{"profile": "power", "servers": 2}]
     per_group = view_data("users_per_group", hub_context(hub, member=False), period).set_index("group")["users"]
     assert per_group.to_dict() == {"desp-users": 3, "executives": 1, "power-users": 1}
-    for name in ("running_servers_by_profile", "users_per_group", "registrations", "active_users"):
+    for name in ("running_servers_by_profile", "users_per_group", "active_users", "summary"):
         text = view_data(name, hub_context(hub, member=False), period).to_csv()
         assert not [user for user in HUB_USERS if user in text]
     with pytest.raises(PermissionError):
@@ -297,3 +303,19 @@ def test_a_store_joins_the_ledger_with_the_hub(hub, sandbox_accounting):
     assert set(store.debits()["user"]) == {"ulla-sigrid"}
     by_group = view_data("dcu_by_group", context, today_period()).set_index("group")
     assert by_group.loc["power-users", "dcu"] >= 0.3 and by_group.loc["desp-users", "users"] >= 2
+
+
+# -- the catalogue (the map's data) --------------------------------------------------------------------------------
+
+
+def test_collections_give_the_map_real_extents(sandbox_catalogue):
+    context = DashboardContext(user="researcher", groups={"desp-users"}, catalogue_url=sandbox_catalogue.stac_url,
+                               user_token=lambda: sandbox_catalogue.token_for("researcher"))  # fmt: skip
+    collections = view_data("collections_map", context, today_period()).set_index("collection")
+    era5 = collections.loc["EO.ECMWF.DAT.REANALYSIS_ERA5_SINGLE_LEVELS"]
+    assert (era5["west"], era5["south"], era5["east"], era5["north"]) == pytest.approx((-180, -90, 180, 90), abs=1)
+    assert ((collections["west"] <= collections["east"]) & (collections["south"] <= collections["north"])).all()
+    assert len(collections) >= 2
+    anonymous = DashboardContext(user=None, groups=set(), catalogue_url=sandbox_catalogue.stac_url)
+    with pytest.raises(SourceUnavailable, match="sign in"):
+        view_data("collections_map", anonymous, today_period())

@@ -98,7 +98,14 @@ def summary(users: pd.DataFrame, servers: pd.DataFrame, debits: pd.DataFrame | N
 
 
 def registrations_per_day(users: pd.DataFrame, filters: Filters) -> pd.DataFrame:
-    """New users per day of the period and the number registered by the end of each day."""
+    """New users per day of the period and the number registered by the end of each day.
+
+    SourceUnavailable when the hub gave no registration date at all (its `created` field needs the `read:users`
+    scope): zeros would be wrong.
+    """
+    if len(users) and users["created"].isna().all():
+        raise SourceUnavailable("Registration dates are not readable: the dashboards service's hub role lacks "
+                                "the read:users scope.")  # fmt: skip
     known = users.dropna(subset=["created"])
     per_day = _per_day(filter_rows(known, filters, "created", profile_column=None, service_column=None),
                        "created", "new_users", filters)  # fmt: skip
