@@ -381,6 +381,15 @@ def make_server(settings: ServiceSettings, *, port: int, address: str = "127.0.0
     )
 
 
+def warm_up() -> None:
+    """Import every app's module, so the first session of each starts as fast as the next ones."""
+    for name, module in APPS.items():
+        try:
+            importlib.import_module(module)
+        except Exception:
+            log.exception("The %s dashboard cannot be imported", name)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m desp_dashboards.service", description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -399,6 +408,8 @@ def main(argv: list[str] | None = None) -> None:
         server = make_server(settings, port=url.port or 80, address=url.hostname or "127.0.0.1")
         server.start()
         log.info("Dashboards service listening on %s, proxied at %s/", url.geturl(), settings.prefix)
+        # import the apps (Panel, HoloViews, cartopy ...) now, not in the first user's request
+        asyncio.get_running_loop().run_in_executor(None, warm_up)
         # JupyterHub stops a managed service with SIGINT, then SIGTERM
         stop = asyncio.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):

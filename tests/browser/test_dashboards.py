@@ -1,0 +1,123 @@
+"""The dashboards as people see them in Chromium, through `desp-hub up` with the sandbox catalogue and accounting:
+each loads after the hub login, the visualisation map renders and follows the settings, a share link reproduces them
+in another browser, a phone-sized screen stays usable, and the executive statistics show restricted panels and user
+names to members of `executives` only (on the page and on the data endpoints)."""
+
+import os
+import re
+import sys
+
+import pytest
+
+from tests.browser.conftest import shot
+from tests.e2e.stack import FAST_REFRESH_CONFIG, start_hub
+
+pytestmark = pytest.mark.browser
+
+BASE = "/services/dashboards"
+PAGE_TIMEOUT_MS = 120_000  # the first session of an app imports Panel, HoloViews, cartopy ... in the service
+# Text of a page including Panel's components, which render inside shadow roots (`inner_text` does not see them).
+ALL_TEXT_JS = """() => {
+  const parts = [];
+  const walk = (node) => {
+    if (node.nodeType === Node.TEXT_NODE) { parts.push(node.textContent); return; }
+    if (node.nodeName === 'STYLE' || node.nodeName === 'SCRIPT') return;
+    if (node.shadowRoot) walk(node.shadowRoot);
+    for (const child of node.childNodes) walk(child);
+  };
+  walk(document.body);
+  return parts.join(' ');
+}"""
+# A user name as a word: "executive" alone, not "executives" (the group), "executive statistics" (the title) or
+# "executive-statistics" (the IdP role the page names).
+EXECUTIVE_NAME = re.compile(r"\bexecutive\b(?![\s-]+statistics)")
+
+
+# The Python configurable-http-proxy (0.4.0) answers a websocket upgrade without the subprotocol the target chose, so
+# the browser drops Bokeh's websocket (it asks for ["bokeh", <session token>]). Until the hub's proxy command carries
+# this fix (see the dashboards service's report), the test runs the same proxy with it.
+PROXY_WITH_SUBPROTOCOLS = """\
+import sys
+
+from configurable_http_proxy import handlers
+from configurable_http_proxy.cli import main
+
+
+def select_subprotocol(self, subprotocols):
+    # answer the browser with the subprotocol the target accepted
+    return self.ws_client.selected_subprotocol if self.ws_client is not None else None
+
+
+handlers.ProxyHandler.select_subprotocol = select_subprotocol
+sys.exit(main())
+"""
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    data_dir = str(tmp_path_factory.mktemp("browser-dashboards"))
+    proxy = os.path.join(data_dir, "proxy_with_subprotocols.py")
+    with open(proxy, "w") as script:
+        script.write(PROXY_WITH_SUBPROTOCOLS)
+    extra_config = FAST_REFRESH_CONFIG + f"c.ConfigurableHTTPProxy.command = [{sys.executable!r}, {proxy!r}]\n"
+    running = start_hub(data_dir, with_catalogue=True, with_accounting=True, extra_config=extra_config)
+    yield running
+    running.stop()
+
+
+def log_in(browser, hub, username, password, viewport=(1400, 900)):
+    """A fresh browser context logged in to the hub through the DESP login form; returns its page."""
+    context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
+    context.set_default_timeout(PAGE_TIMEOUT_MS)
+    page = context.new_page()
+    page.goto(hub.url + "/hub/login")
+    page.get_by_text("Sign in with DESP").click()
+    page.wait_for_selector("input[name=password]")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", password)
+    page.locator("input[name=password]").press("Enter")
+    page.wait_for_url(f"{hub.url}/hub/**")
+    return page
+
+
+def all_text(page):
+    return page.evaluate(ALL_TEXT_JS)
+
+
+def open_executive(page, hub):
+    page.goto(f"{hub.url}{BASE}/executive")
+    page.get_by_text("DESP executive statistics").first.wait_for()
+    page.get_by_text("Users per group").first.wait_for()  # a view's card is drawn
+    page.get_by_text("About these statistics").first.wait_for()
+
+
+def test_executive_statistics_public_for_a_researcher_restricted_for_executives(hub, browser):
+    executive = log_in(browser, hub, "executive", "executive-demo")
+    researcher = log_in(browser, hub, "researcher", "researcher-demo")
+
+    # the index, then the dashboard, through the hub's Services menu link (OAuth without a consent page)
+    researcher.goto(f"{hub.url}/hub/home")
+    researcher.goto(f"{hub.url}{BASE}/")
+    assert researcher.inner_text("#user") == "researcher"
+    open_executive(researcher, hub)
+    text = all_text(researcher)
+    assert "(restricted)" not in text
+    named = EXECUTIVE_NAME.search(text)
+    assert not named, f"a user name on a public page: ...{text[max(0, named.start() - 300):named.end() + 300]!r}..."
+    assert "aggregates only" in text
+    shot(researcher, "dashboards-executive-public")
+    for view, status in (("users", 403), ("runs", 403), ("users_per_group", 200), ("summary", 200)):
+        response = researcher.request.get(f"{hub.url}{BASE}/executive/data/{view}.json")
+        assert response.status == status, (view, response.text()[:300])
+        if status == 200:
+            assert not EXECUTIVE_NAME.search(response.text())
+
+    open_executive(executive, hub)
+    executive.get_by_text("Users (restricted)").first.wait_for()
+    executive.get_by_text("researcher").first.wait_for()  # the restricted users table names users
+    shot(executive, "dashboards-executive-restricted")
+    users = executive.request.get(f"{hub.url}{BASE}/executive/data/users.json")
+    assert users.status == 200
+    assert {"researcher", "executive"} <= {str(value) for row in users.json() for value in row.values()}
+    executive.context.close()
+    researcher.context.close()
