@@ -244,3 +244,16 @@ def test_views_for_and_view_names_are_endpoint_safe():
     assert all(spec.name.replace("_", "").isalnum() for spec in VIEWS)
     assert len(VIEWS_BY_NAME) == len(VIEWS)
     assert all(not spec.restricted for spec in views_for(context(member=False)))
+
+
+def test_a_panel_redraws_when_a_filter_changes():
+    store = store_for(member=False)
+    document = Document()
+    document.add_root(pn.panel(ExecutiveView(spec=VIEWS_BY_NAME["dcu_by_profile"], store=store)).get_root(document))
+
+    def text():
+        return json.dumps(document.to_json(), default=_serialized)
+
+    assert '"power"' in text() and '"standard"' in text()
+    store.profile = "standard"
+    assert '"power"' not in text() and '"standard"' in text()
