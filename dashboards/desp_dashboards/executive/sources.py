@@ -92,7 +92,8 @@ def _utc_naive(value) -> pd.Timestamp | None:
     return stamp
 
 
-def _as_day(value) -> dt.datetime:
+def _naive_datetime(value) -> dt.datetime:
+    """A date, datetime or ISO text as a naive UTC datetime (a date as its midnight)."""
     if isinstance(value, str):
         value = pd.Timestamp(value).to_pydatetime()
     if isinstance(value, dt.datetime):
@@ -113,8 +114,8 @@ class Filters:
     group: str = ALL
 
     def __post_init__(self):
-        object.__setattr__(self, "start", _as_day(self.start))
-        object.__setattr__(self, "end", _as_day(self.end))
+        object.__setattr__(self, "start", _naive_datetime(self.start))
+        object.__setattr__(self, "end", _naive_datetime(self.end))
         if self.end <= self.start:
             raise ValueError(f"the period's end ({self.end:%Y-%m-%d %H:%M}) must be after its start "
                              f"({self.start:%Y-%m-%d %H:%M})")  # fmt: skip
@@ -205,7 +206,10 @@ class HubAPI:
                 raise SourceUnavailable("The dashboards service may not read the hub's users (check its role).")
             if response.status_code >= 400:
                 raise SourceUnavailable(f"The hub answered HTTP {response.status_code}.")
-            body = response.json()
+            try:
+                body = response.json()
+            except ValueError:
+                raise SourceUnavailable("The hub's answer was not JSON (is hub_api_url the hub's /hub/api?).") from None
             if isinstance(body, list):  # a hub without pagination support
                 return body
             page = body.get("items", [])

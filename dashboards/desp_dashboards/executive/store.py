@@ -13,8 +13,6 @@ views build only for members of the restricted group.
 
 from __future__ import annotations
 
-import datetime as dt
-
 import pandas as pd
 import param
 
@@ -313,7 +311,3 @@ class ExecutiveStore(param.Parameterized):
         for option, values in self.options().items():
             current = getattr(self, option)
             self.param[option].objects = values if current in values else [*values, current]
-
-
-def today_utc() -> dt.date:
-    return dt.datetime.now(dt.UTC).date()
