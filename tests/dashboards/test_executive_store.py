@@ -115,6 +115,10 @@ def test_dcu_totals_are_conserved_by_profile_service_and_day():
     assert by_profile.iloc[0].to_dict() == {"profile": "ai", "dcu": 4.0, "debits": 1}  # largest first
     assert agg.dcu_by(DEBITS, "service").set_index("service")["dcu"].to_dict() == {"jupyterhub": 8.25,
                                                                                    "workflows": 0.125}
+    table = agg.dcu_by_service_and_profile(DEBITS)
+    assert table["dcu"].sum() == pytest.approx(total) and table["debits"].sum() == len(DEBITS)
+    assert table.iloc[0].to_dict() == {"service": "jupyterhub", "profile": "ai", "dcu": 4.0, "debits": 1, "runs": 1}
+    assert table.set_index(["service", "profile"]).loc[("jupyterhub", "power"), "runs"] == 2
     per_day = agg.dcu_per_day(DEBITS, PERIOD)
     assert per_day["dcu"].sum() == pytest.approx(total)
     assert set(per_day["profile"]) == {"(none)", "ai", "power", "standard"}
@@ -168,6 +172,7 @@ def test_public_frames_name_nobody():
     public = [agg.summary(users, servers, DEBITS, runs, PERIOD), agg.registrations_per_day(users, PERIOD),
               agg.active_users_per_day(users, PERIOD), agg.users_per_group(groups), agg.servers_by_profile(servers),
               agg.dcu_by(DEBITS, "profile"), agg.dcu_by(DEBITS, "service"), agg.dcu_by_group(DEBITS, groups),
+              agg.dcu_by_service_and_profile(DEBITS),
               agg.dcu_per_day(DEBITS, PERIOD), agg.spawns_per_day(runs, PERIOD), agg.run_durations(runs),
               agg.public_runs(runs)]  # fmt: skip
     for frame in public:

@@ -139,6 +139,15 @@ def dcu_by(debits: pd.DataFrame, column: str) -> pd.DataFrame:
     return grouped.sort_values(["dcu", column], ascending=[False, True]).reset_index(drop=True)
 
 
+def dcu_by_service_and_profile(debits: pd.DataFrame) -> pd.DataFrame:
+    """DCU, debits and runs (distinct sessions) per service and profile, largest first: the public usage table."""
+    grouped = debits.groupby(["service", "profile"]).agg(
+        dcu=("amount", "sum"), debits=("amount", "size"), runs=("session", lambda s: s[s != ""].nunique()))
+    grouped = grouped.reset_index()
+    grouped["dcu"] = grouped["dcu"].round(3)
+    return grouped.sort_values(["dcu", "service", "profile"], ascending=[False, True, True]).reset_index(drop=True)
+
+
 def dcu_by_group(debits: pd.DataFrame, groups: pd.DataFrame) -> pd.DataFrame:
     """DCU per hub group of the consuming user; a user in several groups counts in each, one in none in NO_GROUP."""
     membership = groups[["user", "group"]].drop_duplicates()
