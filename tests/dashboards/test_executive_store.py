@@ -146,6 +146,11 @@ def test_dcu_by_group_counts_a_user_in_each_group_and_keeps_the_groupless():
     assert by_group.loc["power-users", "dcu"] == pytest.approx(4.0)
     assert by_group.loc["executives", "dcu"] == pytest.approx(4.125)
     assert by_group.loc[agg.NO_GROUP].to_dict() == {"dcu": 1.0, "users": 1}
+    per_day = agg.dcu_per_day_by_group(debits, groups_frame(HUB_GROUPS, PERIOD), PERIOD)
+    assert len(per_day) == 7 * 4  # every day x (three groups + NO_GROUP)
+    assert per_day.groupby("group")["dcu"].sum().round(3).to_dict() == by_group["dcu"].to_dict()
+    erin_day = per_day[(per_day["day"] == T("2026-03-04")) & (per_day["group"] == agg.NO_GROUP)]
+    assert erin_day["dcu"].item() == 1.0
 
 
 def test_runs_spawns_durations_and_running_status():
@@ -172,7 +177,7 @@ def test_public_frames_name_nobody():
     public = [agg.summary(users, servers, DEBITS, runs, PERIOD), agg.registrations_per_day(users, PERIOD),
               agg.active_users_per_day(users, PERIOD), agg.users_per_group(groups), agg.servers_by_profile(servers),
               agg.dcu_by(DEBITS, "profile"), agg.dcu_by(DEBITS, "service"), agg.dcu_by_group(DEBITS, groups),
-              agg.dcu_by_service_and_profile(DEBITS),
+              agg.dcu_by_service_and_profile(DEBITS), agg.dcu_per_day_by_group(DEBITS, groups, PERIOD),
               agg.dcu_per_day(DEBITS, PERIOD), agg.spawns_per_day(runs, PERIOD), agg.run_durations(runs),
               agg.public_runs(runs)]  # fmt: skip
     for frame in public:

@@ -148,11 +148,17 @@ def dcu_by_service_and_profile(debits: pd.DataFrame) -> pd.DataFrame:
     return grouped.sort_values(["dcu", "service", "profile"], ascending=[False, True, True]).reset_index(drop=True)
 
 
+def with_groups(debits: pd.DataFrame, groups: pd.DataFrame) -> pd.DataFrame:
+    """Debits with the consuming user's hub `group`: one row per group (NO_GROUP for a user in none)."""
+    membership = groups[["user", "group"]].drop_duplicates()
+    joined = debits.merge(membership, on="user", how="left")
+    joined["group"] = joined["group"].fillna(NO_GROUP)
+    return joined
+
+
 def dcu_by_group(debits: pd.DataFrame, groups: pd.DataFrame) -> pd.DataFrame:
     """DCU per hub group of the consuming user; a user in several groups counts in each, one in none in NO_GROUP."""
-    membership = groups[["user", "group"]].drop_duplicates()
-    joined = debits[["user", "amount"]].merge(membership, on="user", how="left")
-    joined["group"] = joined["group"].fillna(NO_GROUP)
+    joined = with_groups(debits[["user", "amount"]], groups)
     grouped = joined.groupby("group").agg(dcu=("amount", "sum"), users=("user", "nunique")).reset_index()
     grouped["dcu"] = grouped["dcu"].round(3)
     return grouped.sort_values(["dcu", "group"], ascending=[False, True]).reset_index(drop=True)
@@ -162,6 +168,14 @@ def dcu_per_day(debits: pd.DataFrame, filters: Filters, by: str = "profile") -> 
     """DCU per day of use and per `by` (profile or service), zero-filled over the period."""
     inside = filter_rows(debits.dropna(subset=["time"]), filters, "time")
     result = _per_day(inside, "time", "dcu", filters, by=by, how="sum", source="amount")
+    result["dcu"] = result["dcu"].round(3)
+    return result
+
+
+def dcu_per_day_by_group(debits: pd.DataFrame, groups: pd.DataFrame, filters: Filters) -> pd.DataFrame:
+    """DCU per day of use and per hub group of the consuming user (a user in several groups counts in each)."""
+    inside = filter_rows(debits.dropna(subset=["time"]), filters, "time")
+    result = _per_day(with_groups(inside, groups), "time", "dcu", filters, by="group", how="sum", source="amount")
     result["dcu"] = result["dcu"].round(3)
     return result
 

@@ -110,6 +110,10 @@ VIEWS: list[ViewSpec] = [
     ViewSpec("dcu_by_group", "DCU by user group", "bar", lambda s: agg.dcu_by_group(s.debits(), s.groups()),
              "DCU consumed per hub group of the consuming user (a user in several groups counts in each).",
              x="group", y="dcu"),
+    ViewSpec("dcu_per_day_by_group", "DCU per day by user group", "curve",
+             lambda s: agg.dcu_per_day_by_group(s.debits(), s.groups(), s.filters),
+             "DCU consumed per day of use, per hub group of the consuming user (a user in several groups counts in "
+             "each).", x="day", y="dcu", by="group"),
     ViewSpec("usage_table", "DCU by service and profile", "table",
              lambda s: agg.dcu_by_service_and_profile(s.debits()),
              "DCU consumed, debits and runs per service and profile in the period."),
