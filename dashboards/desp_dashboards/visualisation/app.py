@@ -16,6 +16,18 @@ from .store import DataStore
 from .views import ExportView, MapView, SeriesView, SettingsView, ShareView, ensure_backend
 
 TITLE = "DESP · Visualisation"
+PHONE_WIDTH = 768  # px: below this the sidebar starts collapsed (the ☰ button opens it)
+
+
+class CollapseOnPhone(pn.custom.JSComponent):
+    """Closes the template's sidebar when the page opens on a narrow (phone) screen; renders nothing."""
+
+    _esm = f"""
+    export function render({{ model }}) {{
+      if (window.innerWidth < {PHONE_WIDTH} && typeof window.closeNav === "function") {{ window.closeNav() }}
+      return document.createElement("span")
+    }}
+    """
 DEFAULT_TEMPLATE = "era5-europe-cold-start"
 
 
@@ -81,7 +93,7 @@ def create_app(context: DashboardContext, query: str | None = None) -> pn.viewab
         pn.Column(parts["share"], parts["exports"], sizing_mode="stretch_width"),
     ]
     template = pn.template.FastListTemplate(
-        title=TITLE, sidebar=[parts["settings"]], main=main, sidebar_width=330, collapsed_sidebar=False,
+        title=TITLE, sidebar=[parts["settings"]], main=main, header=[CollapseOnPhone(height=0, width=0)], sidebar_width=330, collapsed_sidebar=False,
         main_layout=None, accent="#0b5394", header_background="#0b5394",
     )
     template.desp_parts = parts  # for tests and the service: the store and views behind the page

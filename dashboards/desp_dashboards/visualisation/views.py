@@ -123,7 +123,6 @@ class MapView(pn.viewable.Viewer):
 
     store = param.ClassSelector(class_=DataStore)
     read_only = param.Boolean(default=False, doc="A shared view: drawing a box does not change the area")
-    height = param.Integer(default=480)
 
     DATA_SETTINGS = ("source", "collection", "item", "cache_path", "variable", "time", "bbox")
 
@@ -137,8 +136,7 @@ class MapView(pn.viewable.Viewer):
         self.projection = make_projection(self.store.settings.projection, self.store.settings.bbox)
         self.image = self.raster = self.overlay = None
         self.build()
-        self._pane = pn.pane.HoloViews(self.overlay, sizing_mode="stretch_width", min_height=300,
-                                       height=self.height)
+        self._pane = pn.pane.HoloViews(self.overlay, sizing_mode="stretch_width")
         self.store.settings.param.watch(self._rebuild, "projection")
 
     # -- building -------------------------------------------------------------------------------------------------
@@ -162,13 +160,12 @@ class MapView(pn.viewable.Viewer):
         self.raster = raster.apply.opts(
             cmap=settings.param.cmap,
             clim=settings.param.clim.rx.pipe(lambda clim: clim if clim is not None else (np.nan, np.nan)),
-        ).opts(colorbar=True, tools=["hover", "tap", "box_select"], active_tools=["pan", "wheel_zoom"],
-               responsive=True, min_height=300)
+        ).opts(colorbar=True, tools=["hover", "tap", "box_select"], active_tools=["pan", "wheel_zoom"])
         self.tap.source = self.raster
         self.bounds.source = self.raster
         global_view = settings.projection in ("Orthographic", "NearsidePerspective") or settings.bbox is None
         self.overlay = (self.raster * coastline() * borders()).opts(
-            projection=self.projection, global_extent=global_view, responsive=True, min_height=300,
+            projection=self.projection, global_extent=global_view, responsive=True, data_aspect=1,
             title=self.title())
         return self.overlay
 
@@ -330,9 +327,8 @@ class ExportView(pn.viewable.Viewer):
     def __panel__(self):
         return pn.Column(
             pn.pane.Markdown("**Export** the shown area and period (PNG/HTML: the shown time step)"),
-            pn.Row(pn.widgets.IntInput.from_param(self.param.factor, name="Coarsen by (cells)"),
-                   pn.widgets.FloatInput.from_param(self.param.grid, name="or grid (degrees)"),
-                   sizing_mode="stretch_width"),
+            pn.FlexBox(pn.widgets.IntInput.from_param(self.param.factor, name="Coarsen by (cells)", width=160),
+                       pn.widgets.FloatInput.from_param(self.param.grid, name="or grid (degrees)", width=160)),
             pn.FlexBox(*self.buttons.values()), sizing_mode="stretch_width")
 
 
