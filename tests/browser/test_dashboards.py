@@ -121,3 +121,83 @@ def test_executive_statistics_public_for_a_researcher_restricted_for_executives(
     assert {"researcher", "executive"} <= {str(value) for row in users.json() for value in row.values()}
     executive.context.close()
     researcher.context.close()
+
+
+def map_locator(page):
+    """The map: the first Bokeh plot canvas of the page (inside Panel's shadow roots, which locators pierce)."""
+    return page.locator(".bk-Canvas canvas, canvas").first
+
+
+def open_visualisation(page, url):
+    page.goto(url)
+    page.get_by_text("DESP · Visualisation").first.wait_for()
+    canvas = map_locator(page)
+    canvas.wait_for()
+    page.wait_for_function(
+        """() => { const found = [];
+                   const walk = (n) => { if (n.shadowRoot) walk(n.shadowRoot);
+                                         for (const c of n.children || []) walk(c);
+                                         if (n.tagName === 'CANVAS') found.push(n); };
+                   walk(document.body);
+                   return found.some((c) => c.width > 200 && c.height > 150); }"""
+    )
+    return canvas
+
+
+def area_input(page):
+    return page.get_by_label("Area: west, south, east, north")
+
+
+def share_link(page):
+    return page.get_by_label("Share link (opens this view read-only)").input_value()
+
+
+def map_changes(page, before):
+    """Wait until the map's pixels differ from `before` (a PNG of it); returns the new PNG."""
+    waited = 0
+    while waited < PAGE_TIMEOUT_MS:
+        now = map_locator(page).screenshot()
+        if now != before:
+            return now
+        page.wait_for_timeout(500)
+        waited += 500
+    raise AssertionError("the map did not change")
+
+
+def test_visualisation_map_follows_the_area_a_share_link_reproduces_it_and_a_phone_can_use_it(hub, browser):
+    researcher = log_in(browser, hub, "researcher", "researcher-demo")
+    page_url = f"{hub.url}{BASE}/visualisation"
+    open_visualisation(researcher, page_url)
+    text = all_text(researcher)
+    assert "cannot be read" not in text, text[:2000]  # the catalogue answered with the user's own token
+    shot(researcher, "dashboards-visualisation-map")
+    before = map_locator(researcher).screenshot()
+
+    area = area_input(researcher)
+    area.fill("(0.0, 40.0, 20.0, 55.0)")
+    area.press("Enter")
+    after = map_changes(researcher, before)
+    assert after != before
+    link = share_link(researcher)
+    assert link.startswith(page_url + "?") and "shared=1" in link
+    shot(researcher, "dashboards-visualisation-region")
+
+    # the link in another browser (another user): the same settings, read-only
+    other = log_in(browser, hub, "executive", "executive-demo")
+    open_visualisation(other, link)
+    shared_area = area_input(other)
+    assert shared_area.input_value() == area.input_value()
+    assert share_link(other) == link
+    assert shared_area.is_disabled()
+    shot(other, "dashboards-visualisation-shared")
+    other.context.close()
+
+    # a phone: the map and the share link fit the screen's width
+    phone = log_in(browser, hub, "researcher", "researcher-demo", viewport=(390, 844))
+    canvas = open_visualisation(phone, page_url)
+    for part in (canvas, phone.get_by_label("Share link (opens this view read-only)")):
+        box = part.bounding_box()
+        assert box and box["x"] >= 0 and box["x"] + box["width"] <= 390, box
+    shot(phone, "dashboards-visualisation-phone")
+    phone.context.close()
+    researcher.context.close()

@@ -283,20 +283,11 @@ def install_metering_service(
 DASHBOARDS_NAME = "dashboards"
 DASHBOARDS_ROLE = "dashboards-service"
 DASHBOARDS_ACCESS_SCOPE = f"access:services!service={DASHBOARDS_NAME}"
-# Least privilege for the dashboards service's own token, which feeds the executive statistics: list the users
-# with their groups and last activity (`list:users`, `read:users:name`, `read:users:groups`,
-# `read:users:activity`), read the groups (`list:groups`, `read:groups:name`, `read:groups`: who is in each) and
-# the server models (`read:servers`: started, last_activity, user_options.profile). No auth_state, no tokens, no
-# stopping servers, no admin.
-DASHBOARDS_SCOPES = [
-    "list:users",
-    "read:users:name",
-    "read:users:groups",
-    "read:users:activity",
-    "list:groups",
-    "read:groups",
-    "read:servers",
-]
+# Least privilege for the dashboards service's own token, which feeds the executive statistics: list the users and
+# read their models (`list:users`, `read:users`: name, groups, created, last_activity; not auth_state, not tokens),
+# read the groups and their members (`list:groups`, `read:groups`) and the server models (`read:servers`: started,
+# last_activity, user_options.profile). Nothing is changed or stopped; no admin.
+DASHBOARDS_SCOPES = ["list:users", "read:users", "list:groups", "read:groups", "read:servers"]
 # What a user's OAuth token for the dashboards may do besides identifying them: read that user's own auth_state
 # (their DESP access token, for data access as themselves). The hub narrows `!user` to the logged-in user, and
 # grants it only because every user holds it (the `user` role in jupyterhub_config.py).
