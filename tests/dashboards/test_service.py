@@ -5,6 +5,8 @@ data endpoints' public/restricted rules."""
 import base64
 import csv
 import io
+import json
+import re
 from urllib.parse import urljoin
 
 import pytest
@@ -136,7 +138,7 @@ def test_install_adds_the_service_a_least_privilege_role_and_access_for_users():
     environment = service["environment"]
     assert environment["DESP_CATALOGUE_URL"] == "http://cat/stac/v2"
     assert "DESP_ACCOUNTING_URL" not in environment  # the second call had none
-    assert (environment["CARTOPY_DATA_DIR"].endswith("natural_earth"))
+    assert environment["CARTOPY_DATA_DIR"].endswith("natural_earth")
     assert environment["DESP_HUB_PUBLIC_URL"](None) == ""  # no hub running in this test
 
 
@@ -204,6 +206,21 @@ def test_the_users_token_for_the_service_reads_their_own_auth_state_and_nobody_e
     assert own.json()["auth_state"]["access_token"]
     other = requests.get(f"{hub.url}/hub/api/users/executive", headers=headers, timeout=30)
     assert other.status_code in (403, 404)
+
+
+def test_the_page_carries_no_hub_cookie_or_token_and_its_session_is_signed(researcher, executive):
+    # (executive logs in first: the executive statistics cache what they read from the hub for a while)
+    from bokeh.util.token import check_token_signature, get_token_payload
+
+    page = researcher.get("/executive")
+    assert page.status_code == 200
+    token = re.search(r'"token":"([^"]+)"', page.text).group(1)
+    payload = get_token_payload(token)
+    assert not payload.get("cookies")
+    assert not {"cookie", "authorization"} & {name.lower() for name in payload.get("headers", {})}
+    assert researcher.oauth_token() not in json.dumps(payload) and researcher.oauth_token() not in page.text
+    # signed with the service's secret: a token made up in the browser does not open a session
+    assert not check_token_signature(token, secret_key=b"guessed", signed=True)
 
 
 def _cells(response):
