@@ -58,7 +58,6 @@ def _title(store: DataStore) -> str:
 def map_object(store: DataStore, factor: int = 1, grid: float | None = None, backend: str = "bokeh"):
     """A static (non-dynamic) HoloViews overlay of the shown field for `backend`: image, coastline, borders."""
     import geoviews as gv
-    import holoviews as hv
     from cartopy.feature import NaturalEarthFeature
 
     from .. import offline_maps
