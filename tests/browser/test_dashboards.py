@@ -3,7 +3,6 @@ each loads after the hub login, the visualisation map renders and follows the se
 in another browser, a phone-sized screen stays usable, and the executive statistics show restricted panels and user
 names to members of `executives` only (on the page and on the data endpoints)."""
 
-import os
 import re
 import sys
 
@@ -33,34 +32,15 @@ ALL_TEXT_JS = """() => {
 EXECUTIVE_NAME = re.compile(r"\bexecutive\b(?![\s-]+statistics)")
 
 
-# The Python configurable-http-proxy (0.4.0) answers a websocket upgrade without the subprotocol the target chose, so
-# the browser drops Bokeh's websocket (it asks for ["bokeh", <session token>]). Until the hub's proxy command carries
-# this fix (see the dashboards service's report), the test runs the same proxy with it.
-PROXY_WITH_SUBPROTOCOLS = """\
-import sys
-
-from configurable_http_proxy import handlers
-from configurable_http_proxy.cli import main
-
-
-def select_subprotocol(self, subprotocols):
-    # answer the browser with the subprotocol the target accepted
-    return self.ws_client.selected_subprotocol if self.ws_client is not None else None
-
-
-handlers.ProxyHandler.select_subprotocol = select_subprotocol
-sys.exit(main())
-"""
+# The hub's proxy must answer Bokeh's websocket subprotocol (desp_hub.proxy). Until jupyterhub_config.py runs it as
+# the proxy command (see the dashboards service's report), the test asks for it.
+PROXY_CONFIG = f"c.ConfigurableHTTPProxy.command = [{sys.executable!r}, '-m', 'desp_hub.proxy']\n"
 
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
-    data_dir = str(tmp_path_factory.mktemp("browser-dashboards"))
-    proxy = os.path.join(data_dir, "proxy_with_subprotocols.py")
-    with open(proxy, "w") as script:
-        script.write(PROXY_WITH_SUBPROTOCOLS)
-    extra_config = FAST_REFRESH_CONFIG + f"c.ConfigurableHTTPProxy.command = [{sys.executable!r}, {proxy!r}]\n"
-    running = start_hub(data_dir, with_catalogue=True, with_accounting=True, extra_config=extra_config)
+    running = start_hub(str(tmp_path_factory.mktemp("browser-dashboards")), with_catalogue=True, with_accounting=True,
+                        extra_config=FAST_REFRESH_CONFIG + PROXY_CONFIG)
     yield running
     running.stop()
 
