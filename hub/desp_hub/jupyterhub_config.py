@@ -33,7 +33,8 @@ def command_path(name):
 
 c.JupyterHub.authenticator_class = DespKeycloakAuthenticator
 c.JupyterHub.spawner_class = DespLocalSpawner
-c.ConfigurableHTTPProxy.command = [command_path("configurable-http-proxy")]
+# The Python configurable-http-proxy, answering websocket subprotocols as the target chose (Panel/Bokeh need it).
+c.ConfigurableHTTPProxy.command = [sys.executable, "-m", "desp_hub.proxy"]
 
 # Servers outlive a hub restart (upgrade, crash): the hub finds them again from its database.
 # `desp-hub up` sets cleanup_servers back to True unless --keep-servers, so Ctrl-C leaves nothing behind.

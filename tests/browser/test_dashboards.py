@@ -4,7 +4,6 @@ in another browser, a phone-sized screen stays usable, and the executive statist
 names to members of `executives` only (on the page and on the data endpoints)."""
 
 import re
-import sys
 
 import pytest
 
@@ -32,15 +31,12 @@ ALL_TEXT_JS = """() => {
 EXECUTIVE_NAME = re.compile(r"\bexecutive\b(?![\s-]+statistics)")
 
 
-# The hub's proxy must answer Bokeh's websocket subprotocol (desp_hub.proxy). Until jupyterhub_config.py runs it as
-# the proxy command (see the dashboards service's report), the test asks for it.
-PROXY_CONFIG = f"c.ConfigurableHTTPProxy.command = [{sys.executable!r}, '-m', 'desp_hub.proxy']\n"
 
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
     running = start_hub(str(tmp_path_factory.mktemp("browser-dashboards")), with_catalogue=True, with_accounting=True,
-                        extra_config=FAST_REFRESH_CONFIG + PROXY_CONFIG)
+                        extra_config=FAST_REFRESH_CONFIG)
     yield running
     running.stop()
 
