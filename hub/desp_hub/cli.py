@@ -323,6 +323,7 @@ def banner(options: LaunchOptions, realm_file=REALM_FILE) -> str:
     lines = [
         "",
         f"DESP Hub is running at {options.public_url}/",
+        f"Dashboards: {options.public_url}/services/dashboards/",
         f"Identity provider: {options.iam_url}/realms/{options.realm}"
         + (" (sandbox, for development only)" if options.sandbox_idp else ""),
     ]

@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from desp_hub.cli import demo_logins, options_from_args, parse_args
+from desp_hub.cli import banner, demo_logins, options_from_args, parse_args
 from desp_hub.launcher_config import hub_arguments, mask
 
 
@@ -89,3 +89,12 @@ def test_trace_and_accounting_services_reach_servers_and_metering():
 
     off = options_from_args(parse_args(["config", "--no-accounting"]))
     assert "--DespMetering.accounting_url=" in hub_arguments(off)  # metering off
+
+
+def test_banner_names_the_dashboards_and_the_platform_services():
+    options = options_from_args(parse_args(["config", "--port", "9000", "--no-catalogue"]))
+    text = banner(options)
+    assert "Dashboards: http://127.0.0.1:9000/services/dashboards/" in text
+    assert "Traceability: http://127.0.0.1:9003 (sandbox)" in text
+    assert "Accounting: http://127.0.0.1:9004 (sandbox); servers are metered every 300 s" in text
+    assert "Catalogue" not in text
