@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlencode
@@ -84,7 +85,11 @@ class HubServiceApp(Application):
         raise NotImplementedError
 
     def start(self) -> None:
+        # The hub stops its services with SIGINT (then SIGTERM). A process started in the background by a shell
+        # inherits SIGINT ignored, so restore the default handler, and let SIGTERM stop it the same way.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
         try:
             asyncio.run(self.run())
-        except KeyboardInterrupt:  # the hub stops its services with SIGINT
+        except KeyboardInterrupt:
             self.log.info(self.stop_message)
