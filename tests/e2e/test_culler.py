@@ -112,7 +112,7 @@ class KeepActive:
 
 def test_idle_server_is_stopped_and_the_cull_recorded(hub):
     session, _token, _asked = started(hub, "researcher", "standard")
-    wait_stopped(session, timeout=IDLE_TIMEOUT + 15)
+    wait_stopped(session, timeout=IDLE_TIMEOUT + 60)
 
     cull = recorded_cull(hub, "researcher")
     assert (cull["server"], cull["profile"], cull["reason"], cull["limit"]) == ("", "standard", "idle", IDLE_TIMEOUT)
@@ -139,14 +139,14 @@ def test_active_server_within_limits_is_left_alone(hub):
             time.sleep(1)
             assert running(session), "an active server within its limits was culled"
     before = last_cull(hub.db_url, "researcher")
-    wait_stopped(session, timeout=IDLE_TIMEOUT + 15)  # left alone, it goes idle and is culled
+    wait_stopped(session, timeout=IDLE_TIMEOUT + 60)  # left alone, it goes idle and is culled
     assert recorded_cull(hub, "researcher", newer_than=before)["reason"] == "idle"
 
 
 def test_server_past_its_max_runtime_is_stopped_even_while_active(hub):
     session, token, asked = started(hub, "poweruser", "power")
     with KeepActive(hub, "poweruser", token):
-        stopped_at = wait_stopped(session, timeout=MAX_RUNTIME + 20)
+        stopped_at = wait_stopped(session, timeout=MAX_RUNTIME + 90)
     assert stopped_at - asked > MAX_RUNTIME
 
     cull = recorded_cull(hub, "poweruser")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import tempfile
 
 import numpy as np
@@ -111,7 +112,13 @@ def html(store: DataStore, factor: int = 1, grid: float | None = None) -> bytes:
 
     with rendering_with("bokeh"):
         figure = hv.render(map_object(store, factor, grid, backend="bokeh"), backend="bokeh")
-    return file_html(figure, INLINE, title=_title(store)).encode("utf-8")
+    page = file_html(figure, INLINE, title=_title(store))
+    # Once a Panel template has been built in this process, bokeh's resources also name Panel's web-font
+    # stylesheet (fonts.googleapis.com); the page needs no web font, so it keeps no link to the network.
+    return EXTERNAL_STYLESHEET.sub("", page).encode("utf-8")
+
+
+EXTERNAL_STYLESHEET = re.compile(r"<link[^>]+href=[\"'](?:https?:)?//[^>]*>\s*")
 
 
 def netcdf(store: DataStore, factor: int = 1, grid: float | None = None) -> bytes:
