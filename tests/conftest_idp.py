@@ -8,8 +8,10 @@ Fixture `sandbox_idp` yields an `IdpProcess`:
                             outsider) through a scripted login
 * `.admin_client_token()`   a token of the `desp-admin-cli` service account (client credentials)
 * `.meter_token()`          a token of the `desp-metering` service account (client credentials; role dcu-meter)
+* `.statistics_token()`     a token of the `desp-statistics` service account (client credentials; role
+                            executive-statistics)
 
-Those three are cached per user or client while they have more than a minute left, so they stay valid through a
+Those four are cached per user or client while they have more than a minute left, so they stay valid through a
 long session; `.user_token(username)` and `.client_token()` (the whole token answer) always ask the IdP anew.
 `IdpProcess(workdir).start()` can also be used directly; its process is a `ManagedProcess`, stopped by its PID.
 """
@@ -41,6 +43,8 @@ ADMIN_CLIENT = "desp-admin-cli"
 ADMIN_SECRET = "catalogue-admin-secret-for-tests"
 METERING_CLIENT = "desp-metering"
 METERING_SECRET = "catalogue-metering-secret-for-tests"
+STATISTICS_CLIENT = "desp-statistics"
+STATISTICS_SECRET = "catalogue-statistics-secret-for-tests"
 HUB_SECRET = "catalogue-hub-secret-for-tests"
 MIN_REMAINING_SECONDS = 60  # a cached token with less left than this is replaced
 
@@ -61,7 +65,7 @@ class IdpProcess:
 
     def start(self) -> IdpProcess:
         env = dict(os.environ, DESP_HUB_CLIENT_SECRET=HUB_SECRET, DESP_ADMIN_CLIENT_SECRET=ADMIN_SECRET,
-                   DESP_METERING_CLIENT_SECRET=METERING_SECRET,
+                   DESP_METERING_CLIENT_SECRET=METERING_SECRET, DESP_STATISTICS_CLIENT_SECRET=STATISTICS_SECRET,
                    DESP_HUB_URL="http://127.0.0.1:9")  # fmt: skip
         args = [sys.executable, "-m", "desp_sandbox.idp.server", "--ip", "127.0.0.1", "--port", str(self.port),
                 "--realm-file", str(REALM_FILE), "--data-dir", str(self.workdir / "idp")]  # fmt: skip
@@ -121,6 +125,11 @@ class IdpProcess:
     def meter_token(self) -> str:
         """A token of the `desp-metering` service account, role dcu-meter (cached)."""
         return self._cached("client:meter", lambda: self.client_token(METERING_CLIENT, METERING_SECRET)["access_token"])
+
+    def statistics_token(self) -> str:
+        """A token of the `desp-statistics` service account, role executive-statistics (cached)."""
+        return self._cached("client:statistics",
+                            lambda: self.client_token(STATISTICS_CLIENT, STATISTICS_SECRET)["access_token"])
 
     def stop(self) -> None:
         if self.process is not None:

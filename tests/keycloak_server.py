@@ -203,6 +203,7 @@ class KeycloakServer:
         self.admin_client_id = ADMIN_CLIENT_ID
         self.admin_client_secret = admin_client_secret
         self.metering_client_secret = "metering-secret-for-keycloak-tests"
+        self.statistics_client_secret = "statistics-secret-for-keycloak-tests"
         self.admin_username = admin_username  # the master realm's bootstrap administrator
         self.admin_password = admin_password
         self.heap = heap
@@ -261,6 +262,7 @@ class KeycloakServer:
             DESP_HUB_URL=self.hub_url,
             DESP_ADMIN_CLIENT_SECRET=self.admin_client_secret,
             DESP_METERING_CLIENT_SECRET=self.metering_client_secret,
+            DESP_STATISTICS_CLIENT_SECRET=self.statistics_client_secret,
         )
         return env
 

@@ -46,7 +46,7 @@ class Idp:
         env = dict(os.environ)
         env.update(
             DESP_HUB_CLIENT_SECRET=HUB_SECRET, DESP_ADMIN_CLIENT_SECRET=ADMIN_SECRET, DESP_HUB_URL=self.hub_url,
-            DESP_METERING_CLIENT_SECRET=METERING_SECRET,
+            DESP_METERING_CLIENT_SECRET=METERING_SECRET, DESP_STATISTICS_CLIENT_SECRET="statistics-secret-for-tests",
         )
         return env
 
