@@ -238,6 +238,7 @@ def up(options: LaunchOptions, realm_file=REALM_FILE):
                 DESP_HUB_URL=options.public_url,
                 DESP_ADMIN_CLIENT_SECRET=_secret(data_dir, "admin_client_secret"),
                 DESP_METERING_CLIENT_SECRET=_secret(data_dir, "metering_client_secret"),
+                DESP_STATISTICS_CLIENT_SECRET=_secret(data_dir, "statistics_client_secret"),
             )
             idp_port = int(options.iam_url.rsplit(":", 1)[1])
             idp = stack.start(
@@ -249,6 +250,7 @@ def up(options: LaunchOptions, realm_file=REALM_FILE):
             _wait_for(f"{options.iam_url}/realms/{options.realm}/.well-known/openid-configuration", idp, 60)
             hub_env["OAUTH_CLIENT_SECRET"] = hub_client_secret
             hub_env["DESP_METERING_CLIENT_SECRET"] = idp_env["DESP_METERING_CLIENT_SECRET"]
+            hub_env["DESP_STATISTICS_CLIENT_SECRET"] = idp_env["DESP_STATISTICS_CLIENT_SECRET"]
         elif not hub_env.get("OAUTH_CLIENT_SECRET"):
             raise SystemExit("desp-hub: with --iam-url, put the hub client's secret in OAUTH_CLIENT_SECRET")
         if options.sandbox_catalogue:

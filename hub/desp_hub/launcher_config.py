@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 SECRET_NAME = re.compile(r"(secret|token|password|key)$", re.IGNORECASE)
 SECRET_ENVIRONMENT = ("OAUTH_CLIENT_SECRET", "JUPYTERHUB_CRYPT_KEY", "CONFIGPROXY_AUTH_TOKEN",
-                      "DESP_METERING_CLIENT_SECRET")
+                      "DESP_METERING_CLIENT_SECRET", "DESP_STATISTICS_CLIENT_SECRET")
 
 
 @dataclass(frozen=True)
