@@ -292,6 +292,9 @@ DASHBOARDS_SCOPES = ["list:users", "read:users", "list:groups", "read:groups", "
 # (their DESP access token, for data access as themselves). The hub narrows `!user` to the logged-in user, and
 # grants it only because every user holds it (the `user` role in jupyterhub_config.py).
 DASHBOARDS_OAUTH_SCOPES = ["admin:auth_state!user"]
+# The statistics service account's secret (client `desp-statistics`, realm role `executive-statistics`), handed to
+# the dashboards when they start (never in `c`): platform-wide DCU usage for the public panels' aggregates.
+STATISTICS_SECRET_ENV = "DESP_STATISTICS_CLIENT_SECRET"
 
 
 class _HubPublicUrl:
@@ -320,6 +323,8 @@ def install_dashboards_service(
     accounting_url: str = "",
     restricted_group: str = "executives",
     port: int | None = None,
+    token_url: str = "",
+    statistics_client_id: str = "desp-statistics",
 ) -> None:
     """Add the `dashboards` service (`desp_dashboards.service`: the visualisation and executive statistics Panel
     dashboards at `/services/dashboards/`), its least-privilege role and access to it for every user, to `c`.
@@ -329,6 +334,10 @@ def install_dashboards_service(
       with the user's own DESP access token.
     - `restricted_group`: members of this hub group see the restricted executive panels and user names.
     - `port`: where the service listens on 127.0.0.1. Default: a port free right now.
+    - `token_url`, `statistics_client_id`: with a token URL, the service reads platform-wide DCU usage as the
+      `statistics_client_id` service account (client credentials; realm role `executive-statistics`; the secret is
+      read from the hub's DESP_STATISTICS_CLIENT_SECRET when the service starts), so the public executive panels
+      show platform-wide aggregates to every user. Without one, only viewers holding that role see DCU figures.
 
     The service appears in the hub's Services menu, and users reach it without an extra "authorize" page. Its
     OAuth client may issue tokens that read the logged-in user's own auth_state (DASHBOARDS_OAUTH_SCOPES).
@@ -342,6 +351,10 @@ def install_dashboards_service(
     ):
         if value:
             environment[name] = value
+    if token_url:
+        environment["DESP_STATISTICS_TOKEN_URL"] = token_url
+        environment["DESP_STATISTICS_CLIENT_ID"] = statistics_client_id
+        environment[STATISTICS_SECRET_ENV] = _FromHubEnvironment(STATISTICS_SECRET_ENV)
     # the Natural Earth files shipped with the dashboards: maps draw coastlines and borders without a download
     from desp_dashboards.natural_earth import DATA_DIR as natural_earth_dir
 
