@@ -112,6 +112,9 @@ install_dashboards_service(
     cache_url=endpoints.user_cache_url,
     accounting_url=endpoints.accounting_url,
     restricted_group="executives",
+    # the public panels' platform-wide DCU aggregates: the `desp-statistics` service account, secret from
+    # $DESP_STATISTICS_CLIENT_SECRET, at the IdP's token endpoint (the one the metering uses)
+    token_url=metering.token_url,
 )
 
 extra_config = os.environ.get("DESP_HUB_EXTRA_CONFIG")
