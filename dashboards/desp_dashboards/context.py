@@ -54,6 +54,11 @@ class DashboardContext:
     public_url: str = ""
     """How the dashboards are reached, e.g. ``http://127.0.0.1:8000/services/dashboards``."""
 
+    statistics_token: Callable[[], str] | None = dataclasses.field(default=None, repr=False)
+    """Returns a token of the dashboards service's statistics account (realm role ``executive-statistics``), which
+    reads platform-wide usage for the public aggregates; ``None`` when the service has none (then only viewers
+    holding that role themselves see DCU figures)."""
+
     def __post_init__(self) -> None:
         # Accept any iterable of group names, keep the frozen promise.
         object.__setattr__(self, "groups", frozenset(self.groups))

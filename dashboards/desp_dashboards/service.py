@@ -82,11 +82,16 @@ class ServiceSettings:
     accounting_url: str = ""
     public_url: str = ""
     """The hub's public URL, e.g. http://127.0.0.1:8000 (websocket origin, links in the page)."""
+    statistics_token: Callable[[], str] | None = dataclasses.field(default=None, repr=False, compare=False)
+    """The statistics service account's tokens (`service_account.ClientCredentials`), shared by all sessions."""
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str], restricted_group: str = DEFAULT_RESTRICTED_GROUP):
         """Settings from the environment the hub gives a managed service (JUPYTERHUB_*) and the install adds
-        (DESP_CATALOGUE_URL, DESP_CACHE_URL, DESP_ACCOUNTING_URL, DESP_HUB_PUBLIC_URL)."""
+        (DESP_CATALOGUE_URL, DESP_CACHE_URL, DESP_ACCOUNTING_URL, DESP_HUB_PUBLIC_URL, and the statistics service
+        account's DESP_STATISTICS_TOKEN_URL, DESP_STATISTICS_CLIENT_ID, DESP_STATISTICS_CLIENT_SECRET)."""
+        from . import service_account
+
         return cls(
             prefix=(environ.get("JUPYTERHUB_SERVICE_PREFIX") or DEFAULT_PREFIX).rstrip("/"),
             hub_api_url=environ.get("JUPYTERHUB_API_URL", cls.hub_api_url),
@@ -96,6 +101,7 @@ class ServiceSettings:
             cache_url=environ.get("DESP_CACHE_URL", ""),
             accounting_url=environ.get("DESP_ACCOUNTING_URL", ""),
             public_url=(environ.get("DESP_HUB_PUBLIC_URL") or "").rstrip("/"),
+            statistics_token=service_account.from_environ(environ),
         )
 
     @property
@@ -126,6 +132,7 @@ def build_context(
         cache_url=cache_url,
         accounting_url=settings.accounting_url,
         public_url=(settings.public_url + settings.prefix) if settings.public_url else settings.prefix,
+        statistics_token=settings.statistics_token if name else None,
     )
 
 

@@ -140,6 +140,19 @@ def test_install_adds_the_service_a_least_privilege_role_and_access_for_users():
     assert "DESP_ACCOUNTING_URL" not in environment  # the second call had none
     assert environment["CARTOPY_DATA_DIR"].endswith("natural_earth")
     assert environment["DESP_HUB_PUBLIC_URL"](None) == ""  # no hub running in this test
+    assert "DESP_STATISTICS_TOKEN_URL" not in environment  # no token URL: no statistics service account
+
+
+def test_install_gives_the_statistics_service_account_from_the_hub_environment(monkeypatch):
+    c = _config_with_user_role()
+    install.install_dashboards_service(c, accounting_url="http://acc", port=4321, token_url="http://idp/token")
+    environment = {s["name"]: s for s in c.JupyterHub.services}["dashboards"]["environment"]
+    assert environment["DESP_STATISTICS_TOKEN_URL"] == "http://idp/token"
+    assert environment["DESP_STATISTICS_CLIENT_ID"] == "desp-statistics"
+    secret = environment["DESP_STATISTICS_CLIENT_SECRET"]
+    assert not isinstance(secret, str) and "s3cret" not in repr(c)  # read when the service starts, never in `c`
+    monkeypatch.setenv("DESP_STATISTICS_CLIENT_SECRET", "s3cret")
+    assert secret(None) == "s3cret"
 
 
 # --- through the hub ------------------------------------------------------------------------------------------------

@@ -226,6 +226,8 @@ def _groups_text(groups) -> str:
 
 class _HubSource:
     restricted = True
+    #: Read with the dashboards service's own hub token: the same frame for every viewer (shared cache entry).
+    shared = True
 
     def __init__(self, context):
         self.api = HubAPI(context.hub_api_url, context.hub_api_token)
@@ -334,7 +336,8 @@ PAGE = 1000
 
 
 def _statistics_token(context) -> Callable[[], str] | None:
-    """The token that reads platform-wide statistics: a service token if the context carries one, else the user's."""
+    """The token that reads platform-wide statistics: the service's statistics account if the context carries one
+    (the same for every viewer), else the viewer's own."""
     return getattr(context, "statistics_token", None) or context.user_token
 
 
@@ -353,6 +356,8 @@ class AccountingUsage:
 
         token = _statistics_token(context)
         self.available = bool(context.accounting_url) and token is not None
+        #: Read as the service's statistics account: the same frame for every viewer (shared cache entry).
+        self.shared = getattr(context, "statistics_token", None) is not None
         self.client = client or (Accounting(context.accounting_url, token=token, retries=1)
                                  if self.available else None)  # fmt: skip
 
@@ -360,6 +365,8 @@ class AccountingUsage:
         if self.client is None:
             raise SourceUnavailable("DCU statistics need the accounting service and a signed-in viewer.")
         from desp_lab.errors import DespError
+
+        from desp_dashboards.service_account import ServiceAccountUnavailable
 
         period = {"start": filters.start, "end": filters.end}
         narrowing = {name: getattr(filters, name) for name in ("service", "profile") if getattr(filters, name) != ALL}
@@ -372,6 +379,8 @@ class AccountingUsage:
                 rows.extend(self._debits(user, period, filters))
         except SourceUnavailable:
             raise
+        except ServiceAccountUnavailable as error:
+            raise SourceUnavailable(f"DCU statistics are unavailable now: {error}.") from None
         except DespError as error:
             if getattr(error, "status", None) in (401, 403):
                 raise SourceUnavailable("Platform-wide DCU statistics need the executive-statistics role.") from None
@@ -424,6 +433,7 @@ class Sessions:
     name = "runs"
     title = "Runs (metered sessions)"
     restricted = True
+    shared = False  # the store marks it shared when its debits are
 
     def __init__(self, context, debits: Callable[[Filters], pd.DataFrame] | None = None):
         #: Where the debits come from: by default an `AccountingUsage` of the context; the store passes its cached
@@ -460,6 +470,7 @@ class CatalogueCollections:
     name = "collections"
     title = "Catalogue collections"
     restricted = False
+    shared = False  # read with the viewer's own token
 
     def __init__(self, context):
         self.url = context.catalogue_url
@@ -503,8 +514,9 @@ _cache_lock = threading.Lock()
 def cached_load(source, filters: Filters, viewer: tuple, ttl: float = CACHE_TTL_SECONDS) -> pd.DataFrame:
     """`source.load(filters)`, reused for `ttl` seconds by sessions with the same `viewer` key (shared by sessions).
 
-    The key holds the source's name, the viewer (who reads, with which endpoints) and the filters, so one viewer's
-    frame never answers another's request. A copy is returned, so callers may change it.
+    The key holds the source's name, the viewer (who reads, with which endpoints; for a source read with the
+    service's own credentials, the same for every viewer: see `ExecutiveStore._viewer`) and the filters, so a frame
+    read with one viewer's token never answers another's request. A copy is returned, so callers may change it.
     """
     key = (source.name, viewer, filters.key())
     now = time.monotonic()

@@ -262,6 +262,7 @@ class ExecutiveStore(param.Parameterized):
         runs = self._sources.get(Sessions.name)
         if isinstance(runs, Sessions):
             runs.debits = lambda chosen: self.frame("dcu_debits", chosen)
+            runs.shared = bool(getattr(self._sources.get("dcu_debits"), "shared", False))
 
     @property
     def filters(self) -> Filters:
@@ -274,13 +275,17 @@ class ExecutiveStore(param.Parameterized):
     def source_names(self) -> list[str]:
         return list(self._sources)
 
-    def _viewer(self) -> tuple:
+    def _viewer(self, source) -> tuple:
+        """The cache key's reader: the viewer, or "service" for a source read with the service's own credentials
+        (hub token, statistics account), whose frame is the same for everyone and so is shared by all sessions."""
         context = self.context
-        return (context.user, context.hub_api_url, context.accounting_url, context.catalogue_url)
+        reader = "service" if getattr(source, "shared", False) else context.user
+        return (reader, context.hub_api_url, context.accounting_url, context.catalogue_url)
 
     def frame(self, name: str, filters: Filters | None = None) -> pd.DataFrame:
         """The source `name`'s frame for `filters` (default: the store's), cached for a minute."""
-        return cached_load(self._sources[name], filters or self.filters, self._viewer())
+        source = self._sources[name]
+        return cached_load(source, filters or self.filters, self._viewer(source))
 
     def try_frame(self, name: str) -> pd.DataFrame | None:
         """The frame, or None when the source is unavailable (its panels then say why)."""
