@@ -66,6 +66,7 @@ def create_app(context, filters: Filters | None = None, sources: list | None = N
     the registered ones (tests, or a deployment adding its own).
     """
     from desp_dashboards import offline_maps
+    from desp_dashboards.offline import page_template
 
     pn.extension("tabulator", notifications=False)
     offline_maps()
@@ -75,7 +76,7 @@ def create_app(context, filters: Filters | None = None, sources: list | None = N
     except SourceUnavailable:
         pass  # the menus keep "All"; the panels say what is unavailable
     views = build_views(context, store)
-    template = pn.template.FastListTemplate(title=TITLE, sidebar_width=260, collapsed_sidebar=False,
+    template = page_template(title=TITLE, sidebar_width=260, collapsed_sidebar=False,
                                             accent="#0b5394", header_background="#0b5394")  # fmt: skip
     template.sidebar.append(filter_widgets(store))
     template.main.append(pn.FlexBox(*[pn.Column(view, sizing_mode="stretch_width", min_width=320,

@@ -11,6 +11,7 @@ import panel as pn
 
 from .. import offline_maps
 from ..context import DashboardContext
+from ..offline import page_template
 from . import scenarios, share
 from .store import DataStore
 from .views import ExportView, MapView, SeriesView, SettingsView, ShareView, ensure_backend
@@ -92,7 +93,7 @@ def create_app(context: DashboardContext, query: str | None = None) -> pn.viewab
         pn.Column(parts["series"], storyline(parts["store"], parts["templates"]), sizing_mode="stretch_width"),
         pn.Column(parts["share"], parts["exports"], sizing_mode="stretch_width"),
     ]
-    template = pn.template.FastListTemplate(
+    template = page_template(
         title=TITLE, sidebar=[parts["settings"]], main=main, header=[CollapseOnPhone(height=0, width=0)], sidebar_width=330, collapsed_sidebar=False,
         main_layout=None, accent="#0b5394", header_background="#0b5394",
     )

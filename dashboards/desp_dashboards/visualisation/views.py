@@ -254,7 +254,8 @@ class SettingsView(pn.viewable.Viewer):
         self.cache_path = pn.widgets.TextInput.from_param(settings.param.cache_path, name="Dataset in your cache",
                                                           placeholder="e.g. era5/….zarr")
         self.variable = pn.widgets.Select.from_param(settings.param.variable, name="Variable")
-        self.time = pn.widgets.DatetimePicker.from_param(settings.param.time, name="Time (UTC)")
+        # typed times too (YYYY-MM-DD HH:MM:SS), not only the calendar: quicker for stepping through hours
+        self.time = pn.widgets.DatetimePicker.from_param(settings.param.time, name="Time (UTC)", allow_input=True)
         self.time_range = pn.widgets.DatetimeRangePicker.from_param(settings.param.time_range, name="Period")
         self.bbox = pn.widgets.LiteralInput.from_param(settings.param.bbox, name="Area: west, south, east, north")
         self.projection = pn.widgets.Select.from_param(settings.param.projection, name="Projection")
