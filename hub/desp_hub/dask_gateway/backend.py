@@ -1,0 +1,168 @@
+"""The gateway's backend on one machine: dask-gateway-server's local backend, with DESP's limits and metering.
+
+`DespLocalBackend` is `UnsafeLocalBackend` (schedulers and workers are processes of the gateway's own account, on
+127.0.0.1: on one machine the hub, its services and the users' servers all run as one account already; in the
+cluster the chart uses the Kubernetes backend) plus:
+
+- per-user cluster options and limits (`DespDaskLimits`, `options.cluster_options`), from the realm roles the hub
+  authenticator hands over and the profiles of the user's running servers; a user without a Dask role is refused;
+- a scale or adapt request beyond the cluster's maximum number of workers is refused with the reason ("at most 2
+  workers for role stack-dask-low (asked for 5)") instead of being silently capped, as upstream does;
+- every worker that stops is queued as one DCU debit (`metering.UsageOutbox`) and the queue is delivered to the
+  accounting service every `delivery_period` seconds (`desp_hub.metering.deliver_pending`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import os
+import re
+
+from aiohttp import web
+from dask_gateway_server.backends.db_base import JobStatus
+from dask_gateway_server.backends.local import UnsafeLocalBackend
+from traitlets import Float, Instance, Unicode, default
+
+from desp_hub.metering import DespMetering, deliver_pending
+
+from .limits import DespDaskLimits, NoDaskRole
+from .metering import UsageOutbox, from_millis
+from .options import cluster_options
+
+SCALE_PATH = re.compile(r"/api/v1/clusters/(?P<name>[^/]+)/(?P<action>scale|adapt)$")
+
+
+class DespLocalBackend(UnsafeLocalBackend):
+    """UnsafeLocalBackend with per-role and per-profile limits, clear refusals and worker-hours metering."""
+
+    usage_db_url = Unicode(
+        config=True,
+        help="""
+        SQLAlchemy URL of the outbox of worker debits (created on first use). Empty: `dask-usage.sqlite` in the
+        gateway's working directory.
+        """,
+    )
+
+    delivery_period = Float(10, min=0.5, config=True, help="Seconds between two deliveries of queued worker debits.")
+
+    limits = Instance(DespDaskLimits)
+    metering = Instance(DespMetering)
+
+    @default("cluster_config_class")
+    def _desp_cluster_config_class(self):
+        return "desp_hub.dask_gateway.options.DespClusterConfig"
+
+    @default("cluster_options")
+    def _desp_cluster_options(self):
+        return self.options_for
+
+    @default("limits")
+    def _default_limits(self):
+        return DespDaskLimits(parent=self)
+
+    @default("metering")
+    def _default_metering(self):
+        return DespMetering(parent=self)
+
+    async def options_for(self, user):
+        """The cluster options of `user`: their limits (role, running servers' profiles) as options."""
+        running_profiles = getattr(self.parent.authenticator, "running_profiles", None)
+        profiles = await running_profiles(user.name) if running_profiles and ":" not in user.name else []
+        try:
+            limits = self.limits.limits_for(user.name, getattr(user, "roles", ()), profiles or ())
+        except NoDaskRole as refusal:
+            raise web.HTTPForbidden(reason=str(refusal)) from None
+        return cluster_options(limits)
+
+    # -- refusals beyond the number of workers ------------------------------------------------------------------
+
+    @web.middleware
+    async def refuse_beyond_max_workers(self, request, handler):
+        """422 with the reason for a scale/adapt request beyond the cluster's `cluster_max_workers`."""
+        match = SCALE_PATH.search(request.path) if request.method == "POST" else None
+        if match is None:
+            return await handler(request)
+        cluster = self.db.get_cluster(match["name"])
+        if cluster is None:
+            return await handler(request)
+        try:
+            body = await request.json()
+        except ValueError:
+            return await handler(request)
+        asked = body.get("count") if match["action"] == "scale" else body.get("maximum")
+        max_workers = cluster.config.get("cluster_max_workers")
+        if isinstance(asked, int) and max_workers is not None and asked > max_workers:
+            source = cluster.config.get("max_workers_source") or "this cluster"
+            workers = "worker" if max_workers == 1 else "workers"
+            message = f"at most {max_workers} {workers} for {source} (asked for {asked})"
+            return web.json_response({"error": message}, status=422)
+        return await handler(request)
+
+    # -- metering -----------------------------------------------------------------------------------------------
+
+    @default("usage_db_url")
+    def _default_usage_db_url(self):
+        return f"sqlite:///{os.path.join(os.getcwd(), 'dask-usage.sqlite')}"
+
+    async def setup(self, app):
+        app.middlewares.append(self.refuse_beyond_max_workers)
+        self.outbox = UsageOutbox(self.usage_db_url) if self.metering.enabled else None
+        self._deliveries = asyncio.ensure_future(self._deliver_loop()) if self.outbox else None
+        await super().setup(app)
+
+    async def cleanup(self):
+        await super().cleanup()  # stops the clusters: their workers are queued
+        if self._deliveries is not None:
+            self._deliveries.cancel()
+            await self._deliver_once()  # best effort; what is left is delivered at the next start
+
+    async def _deliver_once(self):
+        try:
+            result = await asyncio.to_thread(deliver_pending, self.outbox, self._accounting())
+        except Exception:  # never let metering take the gateway down
+            self.log.exception("Delivering Dask worker debits failed")
+            return
+        if result.delivered or result.rejected:
+            self.log.info("Dask worker debits: %d delivered, %d rejected", result.delivered, result.rejected)
+        if result.outage:
+            self.log.warning("Accounting not reachable, Dask worker debits stay queued: %s", result.outage)
+
+    def _accounting(self):
+        if not hasattr(self, "_accounting_client"):
+            self._accounting_client = self.metering.accounting()
+        return self._accounting_client
+
+    async def _deliver_loop(self):
+        while True:
+            await asyncio.sleep(self.delivery_period)
+            await self._deliver_once()
+
+    async def _queue_worker(self, worker, stopped: datetime.datetime):
+        if self.outbox is None or not worker.start_time:
+            return
+        cluster = worker.cluster
+        try:
+            await asyncio.to_thread(
+                self.outbox.record_worker,
+                username=cluster.username,
+                cluster=cluster.name,
+                worker=worker.name,
+                worker_cores=cluster.config.get("worker_cores") or 1,
+                dcu_per_core_hour=cluster.config.get("dcu_per_core_hour", 1.0),
+                started=from_millis(worker.start_time),
+                stopped=stopped,
+            )
+        except Exception:
+            self.log.exception("Could not queue the debit of Dask worker %s", worker.name)
+
+    async def do_stop_worker(self, worker):
+        await super().do_stop_worker(worker)
+        await self._queue_worker(worker, datetime.datetime.now(datetime.UTC))
+
+    async def do_stop_cluster(self, cluster):
+        await super().do_stop_cluster(cluster)
+        now = datetime.datetime.now(datetime.UTC)
+        for worker in list(cluster.workers.values()):  # those not stopped one by one (a failed cluster)
+            if JobStatus.CREATED < worker.status < JobStatus.STOPPED:
+                await self._queue_worker(worker, now)

@@ -1,0 +1,56 @@
+# dask-gateway-server configuration of DESP Hub's `dask-gateway` service.
+#
+# Loaded with `python -m dask_gateway_server -f <this file>`; the hub starts it as a managed service
+# (desp_hub.services.install.install_dask_gateway_service), which gives it, besides JupyterHub's own
+# JUPYTERHUB_API_URL/_API_TOKEN/_SERVICE_NAME/_SERVICE_URL/_SERVICE_PREFIX:
+#   DESP_DASK_ROLE_LIMITS, DESP_DASK_PROFILE_LIMITS   JSON: DespDaskLimits.role_limits / profile_limits (optional)
+#   DESP_DASK_DCU_PER_CORE_HOUR                       price of a worker core hour (DespClusterConfig)
+#   DESP_DASK_USAGE_DB_URL, DESP_DASK_CLUSTERS_DIR    the debit outbox, the clusters' working directories
+#   DESP_ACCOUNTING_URL, DESP_METERING_TOKEN_URL, DESP_METERING_CLIENT_ID, DESP_METERING_CLIENT_SECRET
+#                                                     where worker debits go, as the hub's metering client
+#   DESP_DASK_GATEWAY_EXTRA_CONFIG                    an operator's file loaded last (it wins)
+# Every listening socket is on 127.0.0.1: the gateway's API, its proxy (HTTP for the API and dashboards, and the
+# schedulers' TLS traffic, on the one service port) and the schedulers and workers (the local backend's host).
+import json
+import os
+import sys
+import urllib.parse
+
+c = get_config()  # noqa: F821 (provided by dask-gateway-server when it loads this file)
+
+c.DaskGateway.authenticator_class = "desp_hub.dask_gateway.auth.DespJupyterHubAuthenticator"
+c.DaskGateway.backend_class = "desp_hub.dask_gateway.backend.DespLocalBackend"
+c.DaskGateway.address = "127.0.0.1:0"  # the private API: only the proxy talks to it
+
+service_url = urllib.parse.urlsplit(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:8000"))
+c.Proxy.address = f"127.0.0.1:{service_url.port}"
+c.Proxy.tcp_address = f"127.0.0.1:{service_url.port}"
+c.Proxy.prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/dask-gateway/").rstrip("/")
+
+# The old `dask-scheduler` / `dask-worker` scripts are gone from distributed: `dask scheduler` / `dask worker`.
+dask_command = os.path.join(os.path.dirname(sys.executable), "dask")
+c.DespClusterConfig.scheduler_cmd = [dask_command, "scheduler"]
+c.DespClusterConfig.worker_cmd = [dask_command, "worker"]
+c.DespClusterConfig.dcu_per_core_hour = float(os.environ.get("DESP_DASK_DCU_PER_CORE_HOUR") or 1)
+# Heartbeats every 2 s: scaling and stops take effect within seconds on one machine.
+c.DespLocalBackend.cluster_heartbeat_period = 2
+c.DespLocalBackend.cluster_status_period = 5
+c.DespLocalBackend.worker_status_period = 5
+if os.environ.get("DESP_DASK_CLUSTERS_DIR"):
+    c.DespLocalBackend.clusters_directory = os.environ["DESP_DASK_CLUSTERS_DIR"]
+if os.environ.get("DESP_DASK_USAGE_DB_URL"):
+    c.DespLocalBackend.usage_db_url = os.environ["DESP_DASK_USAGE_DB_URL"]
+
+if os.environ.get("DESP_DASK_ROLE_LIMITS"):
+    c.DespDaskLimits.role_limits = json.loads(os.environ["DESP_DASK_ROLE_LIMITS"])
+if os.environ.get("DESP_DASK_PROFILE_LIMITS"):
+    c.DespDaskLimits.profile_limits = json.loads(os.environ["DESP_DASK_PROFILE_LIMITS"])
+
+# Worker debits: the accounting service and the hub's metering client (its secret only from the environment).
+c.DespMetering.accounting_url = os.environ.get("DESP_ACCOUNTING_URL", "")
+c.DespMetering.token_url = os.environ.get("DESP_METERING_TOKEN_URL", "")
+c.DespMetering.client_id = os.environ.get("DESP_METERING_CLIENT_ID") or "desp-metering"
+
+extra_config = os.environ.get("DESP_DASK_GATEWAY_EXTRA_CONFIG")
+if extra_config:
+    load_subconfig(extra_config)  # noqa: F821

@@ -1,0 +1,203 @@
+"""Worker-hours of Dask clusters as DCU debits, each recorded once.
+
+Every Dask worker is one debit when it stops (scaled down, or its cluster stopped): `dcu_per_core_hour *
+worker_cores` DCU per hour from the worker's creation to its stop, in milli-DCU rounded as the hub's server
+metering does (`desp_hub.metering.amount_milli`). The idempotency key `dask-gateway:{user}:{cluster}:{worker}`
+names the worker alone, so a retry, a second stop notice or a gateway restart never debits twice: the outbox is
+unique on the key, and the accounting service answers a replayed key with the first transaction.
+
+The debit goes first into a durable outbox (table `dask_usage_outbox`, its own SQLite/PostgreSQL database next to
+the hub's), then to the accounting service with `desp_hub.metering.deliver_pending` (the hub's delivery: oldest
+first, kept while the service is down, rejected rows logged), as the metering service's client (`desp-metering`,
+client credentials). A worker still running is debited when it stops, not before.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from decimal import Decimal
+
+from desp_hub.metering import (
+    DELIVERED,
+    PENDING,
+    REJECTED,
+    _insert_ignoring_duplicates,
+    amount_milli,
+    iso,
+    price_text,
+    seconds_between,
+    utc,
+)
+
+#: The `service` field of the transactions.
+SERVICE = "dask-gateway"
+
+metadata = sa.MetaData()
+
+usage_table = sa.Table(
+    "dask_usage_outbox",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("idempotency_key", sa.String(600), nullable=False),
+    sa.Column("username", sa.String(255), nullable=False),
+    sa.Column("cluster", sa.String(255), nullable=False),
+    sa.Column("worker", sa.String(255), nullable=False),
+    sa.Column("worker_cores", sa.Integer, nullable=False),
+    sa.Column("dcu_per_core_hour", sa.String(32), nullable=False),
+    sa.Column("period_start", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("period_end", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("amount_milli", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("transaction_id", sa.String(64), nullable=True),
+    sa.UniqueConstraint("idempotency_key", name="uq_dask_usage_key"),
+    sa.Index("ix_dask_usage_status", "status", "id"),
+)
+
+
+def usage_key(username: str, cluster: str, worker: str) -> str:
+    """The idempotency key of a worker's debit."""
+    return f"{SERVICE}:{username}:{cluster}:{worker}"
+
+
+def from_millis(value: int) -> datetime.datetime:
+    """A dask-gateway timestamp (milliseconds since the epoch) as an aware UTC datetime."""
+    return datetime.datetime.fromtimestamp(value / 1000, datetime.UTC)
+
+
+@dataclasses.dataclass(frozen=True)
+class UsageRow:
+    """One worker's queued debit."""
+
+    id: int
+    idempotency_key: str
+    username: str
+    cluster: str
+    worker: str
+    worker_cores: int
+    dcu_per_core_hour: str
+    period_start: datetime.datetime
+    period_end: datetime.datetime
+    amount_milli: int
+    status: str
+    created_at: datetime.datetime
+    attempts: int
+    last_error: str | None
+    delivered_at: datetime.datetime | None
+    transaction_id: str | None
+
+    @classmethod
+    def from_row(cls, row) -> UsageRow:
+        values = dict(row._mapping)
+        for name in ("period_start", "period_end", "created_at", "delivered_at"):
+            if values[name] is not None:
+                values[name] = utc(values[name])
+        return cls(**values)
+
+    def transaction(self) -> dict[str, Any]:
+        """The transaction's fields besides user, kind, amount and key (the same at every retry)."""
+        seconds = seconds_between(self.period_start, self.period_end)
+        return {
+            "service": SERVICE,
+            "session": f"{SERVICE}/{self.cluster}",
+            "description": f"Dask worker {self.worker} of cluster {self.cluster} ({self.worker_cores} core"
+            f"{'s' if self.worker_cores != 1 else ''})",
+            "period_start": iso(self.period_start),
+            "period_end": iso(self.period_end),
+            "metadata": {
+                "cluster": self.cluster,
+                "worker": self.worker,
+                "worker_cores": self.worker_cores,
+                "seconds": format(seconds.normalize(), "f"),
+                "worker_hours": format((seconds / 3600).quantize(Decimal("0.000001")).normalize(), "f"),
+                "dcu_per_core_hour": self.dcu_per_core_hour,
+            },
+        }
+
+
+class UsageOutbox:
+    """The durable queue of worker debits (created on first use)."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.engine = sa.create_engine(url)
+        metadata.create_all(self.engine)
+
+    def record_worker(
+        self,
+        *,
+        username: str,
+        cluster: str,
+        worker: str,
+        worker_cores: int,
+        dcu_per_core_hour: Any,
+        started: datetime.datetime,
+        stopped: datetime.datetime,
+        now: datetime.datetime | None = None,
+    ) -> bool:
+        """Queue a stopped worker's debit unless queued before; True when queued now (False also for 0 DCU)."""
+        price = price_text(dcu_per_core_hour)
+        amount = amount_milli(Decimal(price) * int(worker_cores), seconds_between(started, stopped))
+        if amount <= 0:
+            return False  # free, or stopped at once: the accounting service refuses zero amounts
+        with self.engine.begin() as connection:
+            return _insert_ignoring_duplicates(
+                connection,
+                usage_table,
+                {
+                    "idempotency_key": usage_key(username, cluster, worker),
+                    "username": username,
+                    "cluster": cluster,
+                    "worker": worker,
+                    "worker_cores": int(worker_cores),
+                    "dcu_per_core_hour": price,
+                    "period_start": utc(started),
+                    "period_end": utc(stopped),
+                    "amount_milli": amount,
+                    "status": PENDING,
+                    "created_at": utc(now) if now else datetime.datetime.now(datetime.UTC),
+                    "attempts": 0,
+                    "last_error": None,
+                    "delivered_at": None,
+                    "transaction_id": None,
+                },
+            )
+
+    def rows(self, status: str | None = None, limit: int | None = None, username: str | None = None) -> list[UsageRow]:
+        query = sa.select(usage_table).order_by(usage_table.c.id)
+        if status is not None:
+            query = query.where(usage_table.c.status == status)
+        if username is not None:
+            query = query.where(usage_table.c.username == username)
+        if limit is not None:
+            query = query.limit(limit)
+        with self.engine.connect() as connection:
+            return [UsageRow.from_row(row) for row in connection.execute(query)]
+
+    # the interface desp_hub.metering.deliver_pending uses
+
+    def pending(self, limit: int = 100) -> list[UsageRow]:
+        return self.rows(status=PENDING, limit=limit)
+
+    def mark_delivered(self, row_id: int, transaction_id: str | None, at: datetime.datetime | None = None) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(
+                sa.update(usage_table)
+                .where(usage_table.c.id == row_id)
+                .values(status=DELIVERED, delivered_at=utc(at) if at else datetime.datetime.now(datetime.UTC),
+                        transaction_id=transaction_id, attempts=usage_table.c.attempts + 1, last_error=None)
+            )  # fmt: skip
+
+    def mark_failed(self, row_id: int, error: str, *, rejected: bool = False) -> None:
+        values: dict[str, Any] = {"attempts": usage_table.c.attempts + 1, "last_error": error[:2000]}
+        if rejected:
+            values["status"] = REJECTED
+        with self.engine.begin() as connection:
+            connection.execute(sa.update(usage_table).where(usage_table.c.id == row_id).values(values))
