@@ -386,3 +386,114 @@ def install_dashboards_service(
     else:
         roles = [r for r in roles if r.get("name") != DASHBOARDS_ROLE]
         c.JupyterHub.load_roles = with_access_scope([*roles, role], DASHBOARDS_ACCESS_SCOPE)
+
+
+DASK_GATEWAY_NAME = "dask-gateway"
+DASK_GATEWAY_ROLE = "dask-gateway-service"
+DASK_GATEWAY_ACCESS_SCOPE = f"access:services!service={DASK_GATEWAY_NAME}"
+# Least privilege for the gateway's own token: read the server models (`read:servers`: each server's
+# user_options.profile, for the per-profile limits). Callers are identified with their own tokens, which may read
+# their owner's name, groups and user_info (the realm roles); nothing else of users, no auth_state, no tokens.
+DASK_GATEWAY_SCOPES = ["read:servers"]
+
+
+class _HubServiceUrl:
+    """The public URL of a hub service (`{public_url}{base_url}services/{name}`), for users' servers' environment."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __call__(self, spawner: Any) -> str:
+        from jupyterhub.app import JupyterHub
+
+        base = _HubPublicUrl()(spawner)
+        prefix = JupyterHub.instance().base_url if JupyterHub.initialized() else "/"
+        return f"{base}{prefix.rstrip('/')}/services/{self.name}"
+
+    def __repr__(self) -> str:
+        return f"<the hub's public URL>/services/{self.name}"
+
+
+def install_dask_gateway_service(
+    c: Any,
+    *,
+    accounting_url: str = "",
+    token_url: str = "",
+    client_id: str = "desp-metering",
+    dcu_per_core_hour: float = 1.0,
+    role_limits: dict | None = None,
+    profile_limits: dict | None = None,
+    port: int | None = None,
+    data_dir: str | None = None,
+) -> None:
+    """Add the `dask-gateway` service (dask-gateway-server with `desp_hub.dask_gateway.gateway_config`), its
+    least-privilege role, access to it for every user, and its address in every user server's environment, to `c`.
+
+    - `accounting_url`, `token_url`, `client_id`: where worker-hours are debited (`dcu_per_core_hour` DCU per
+      worker core and hour), as the metering client (secret from the hub's DESP_METERING_CLIENT_SECRET). Without an
+      accounting URL nothing is metered.
+    - `role_limits`, `profile_limits`: `DespDaskLimits` (default: stack-dask-low|medium|high, no profile limits).
+    - `port`: the service's port on 127.0.0.1 (HTTP API and dashboards, which the hub proxies at
+      `/services/dask-gateway/`, and the schedulers' TLS traffic). Default: a port free right now.
+    - `data_dir`: the debit outbox (`dask-usage.sqlite`) and the clusters' working directories. Default: the hub's
+      working directory.
+
+    Users' servers get `DASK_GATEWAY__ADDRESS`, `DASK_GATEWAY__PROXY_ADDRESS` and `DASK_GATEWAY__AUTH__TYPE`, and
+    their token may access the service, so `dask_gateway.Gateway()` works with no argument. Which users may create
+    clusters, and how large, the gateway decides (realm roles, see desp_hub.dask_gateway.limits).
+    Existing services and roles are kept; where `c` sets them outright, calling it again replaces the service.
+    """
+    import json
+
+    port = port or free_port()
+    data_dir = data_dir or os.getcwd()
+    environment: dict[str, Any] = {
+        "DESP_DASK_DCU_PER_CORE_HOUR": f"{float(dcu_per_core_hour):g}",
+        "DESP_DASK_USAGE_DB_URL": f"sqlite:///{os.path.join(data_dir, 'dask-usage.sqlite')}",
+        "DESP_DASK_CLUSTERS_DIR": os.path.join(data_dir, "dask-clusters"),
+    }
+    if role_limits is not None:
+        environment["DESP_DASK_ROLE_LIMITS"] = json.dumps(role_limits)
+    if profile_limits is not None:
+        environment["DESP_DASK_PROFILE_LIMITS"] = json.dumps(profile_limits)
+    if accounting_url:
+        environment.update(
+            DESP_ACCOUNTING_URL=accounting_url,
+            DESP_METERING_TOKEN_URL=token_url,
+            DESP_METERING_CLIENT_ID=client_id,
+            DESP_METERING_CLIENT_SECRET=_FromHubEnvironment(METERING_SECRET_ENV),
+        )
+    config_file = os.path.join(os.path.dirname(os.path.dirname(__file__)), "dask_gateway", "gateway_config.py")
+    service = {
+        "name": DASK_GATEWAY_NAME,
+        "url": f"http://127.0.0.1:{port}",
+        "command": [sys.executable, "-m", "dask_gateway_server", "-f", config_file],
+        "cwd": data_dir,
+        "environment": environment,
+    }
+    role = {
+        "name": DASK_GATEWAY_ROLE,
+        "description": "The Dask Gateway: reads which profiles users' servers run, for the per-profile limits",
+        "scopes": list(DASK_GATEWAY_SCOPES),
+        "services": [DASK_GATEWAY_NAME],
+    }
+    _put_service(c, service)
+    roles = _configured(c.JupyterHub, "load_roles")
+    if roles is None:
+        c.JupyterHub.load_roles.extend([*with_access_scope([], DASK_GATEWAY_ACCESS_SCOPE), role])
+    else:
+        roles = [r for r in roles if r.get("name") != DASK_GATEWAY_ROLE]
+        c.JupyterHub.load_roles = with_access_scope([*roles, role], DASK_GATEWAY_ACCESS_SCOPE)
+    # the servers' own tokens may call the gateway (a token gets only scopes its owner holds: the `user` role above)
+    token_scopes = _configured(c.Spawner, "server_token_scopes")
+    if token_scopes is None:
+        c.Spawner.server_token_scopes.append(DASK_GATEWAY_ACCESS_SCOPE)
+    elif DASK_GATEWAY_ACCESS_SCOPE not in token_scopes:
+        c.Spawner.server_token_scopes = [*token_scopes, DASK_GATEWAY_ACCESS_SCOPE]
+    c.Spawner.environment.update(
+        {
+            "DASK_GATEWAY__ADDRESS": _HubServiceUrl(DASK_GATEWAY_NAME),
+            "DASK_GATEWAY__PROXY_ADDRESS": f"gateway://127.0.0.1:{port}",
+            "DASK_GATEWAY__AUTH__TYPE": "jupyterhub",
+        }
+    )
