@@ -18,6 +18,7 @@ from desp_hub.platform_endpoints import DespPlatformEndpoints
 from desp_hub.services.install import (
     install_culler_service,
     install_dashboards_service,
+    install_dask_gateway_service,
     install_metering_service,
     install_profiles_service,
 )
@@ -115,6 +116,17 @@ install_dashboards_service(
     # the public panels' platform-wide DCU aggregates: the `desp-statistics` service account, secret from
     # $DESP_STATISTICS_CLIENT_SECRET, at the IdP's token endpoint (the one the metering uses)
     token_url=metering.token_url,
+)
+
+# Dask Gateway (desp_hub.dask_gateway, /services/dask-gateway/): clusters of local processes on 127.0.0.1 within the
+# limits of the user's realm role (stack-dask-low|medium|high) and server profile; `Gateway()` works in every
+# server with no argument. Worker-hours are debited like servers (DESP_DASK_DCU_PER_CORE_HOUR, default 1 DCU/core-hour).
+install_dask_gateway_service(
+    c,
+    accounting_url=metering.accounting_url,
+    token_url=metering.token_url,
+    client_id=metering.client_id,
+    dcu_per_core_hour=float(os.environ.get("DESP_DASK_DCU_PER_CORE_HOUR") or 1),
 )
 
 extra_config = os.environ.get("DESP_HUB_EXTRA_CONFIG")
