@@ -497,3 +497,93 @@ def install_dask_gateway_service(
             "DASK_GATEWAY__AUTH__TYPE": "jupyterhub",
         }
     )
+
+
+WORKFLOWS_NAME = "workflows"
+WORKFLOWS_ROLE = "workflows-service"
+WORKFLOWS_ACCESS_SCOPE = f"access:services!service={WORKFLOWS_NAME}"
+
+
+def install_workflows_service(
+    c: Any,
+    *,
+    db_url: str = "",
+    data_dir: str = "",
+    profiles_db_url: str = "",
+    trace_url: str = "",
+    accounting_url: str = "",
+    token_url: str = "",
+    client_id: str = "desp-metering",
+    run_env: dict[str, str] | None = None,
+    max_concurrent_runs: int = 2,
+    max_concurrent_runs_per_user: int = 2,
+    missed_tick_grace_seconds: float = 60,
+    port: int | None = None,
+) -> None:
+    """Add the `workflows` service (`desp_hub.services.workflows_service`: published notebooks run by papermill, at
+    `/services/workflows/`), its scope-less role, access to it for every user and every user server's token, and its
+    address in every server's environment (`DESP_WORKFLOWS_URL`), to `c`.
+
+    - `db_url`: the workflows store. Default: `workflows.sqlite` in the hub's working directory.
+    - `data_dir`: where each run's files go (`runs/<run id>/`). Default: `workflows` in the hub's working directory.
+    - `profiles_db_url`: the profile store (profiles a workflow may use, their DCU prices). Empty: none checked.
+    - `trace_url`, `accounting_url`: where a run's outputs are traced and its time debited (nothing when empty),
+      as the client `client_id` at `token_url` (secret from the hub's DESP_METERING_CLIENT_SECRET).
+    - `run_env`: environment of every run (the platform endpoints; `{username}` is the run's user).
+    - `max_concurrent_runs`, `max_concurrent_runs_per_user`: runs executing at once (others wait in the queue).
+    - `missed_tick_grace_seconds`: a schedule tick later than this was missed (the schedule's policy applies).
+    - `port`: where the service listens on 127.0.0.1. Default: a port free right now.
+
+    The service identifies callers with their own tokens and needs no hub API scope; it inherits the hub's
+    PostgreSQL client variables. Existing services and roles are kept; where `c` sets them outright, calling it
+    again replaces the service.
+    """
+    port = port or free_port()
+    db_url = db_url or f"sqlite:///{os.path.join(os.getcwd(), 'workflows.sqlite')}"
+    data_dir = data_dir or os.path.join(os.getcwd(), "workflows")
+    environment: dict[str, Any] = {name: _FromHubEnvironment(name) for name in INHERITED_ENV if name in os.environ}
+    if trace_url or accounting_url:
+        environment[METERING_SECRET_ENV] = _FromHubEnvironment(METERING_SECRET_ENV)
+    command = [
+        sys.executable, "-m", "desp_hub.services.workflows_service",
+        f"--WorkflowsService.db_url={db_url}",
+        f"--WorkflowsService.data_dir={data_dir}",
+        f"--WorkflowsService.profiles_db_url={profiles_db_url}",
+        f"--WorkflowRunner.trace_url={trace_url}",
+        f"--WorkflowRunner.accounting_url={accounting_url}",
+        f"--WorkflowRunner.token_url={token_url}",
+        f"--WorkflowRunner.client_id={client_id}",
+        f"--WorkflowRunner.max_concurrent_runs={int(max_concurrent_runs)}",
+        f"--WorkflowRunner.max_concurrent_runs_per_user={int(max_concurrent_runs_per_user)}",
+        f"--WorkflowRunner.missed_tick_grace_seconds={float(missed_tick_grace_seconds)}",
+    ]  # fmt: skip
+    for name, value in sorted((run_env or {}).items()):
+        command.append(f"--WorkflowRunner.run_env={name}={value}")
+    service = {
+        "name": WORKFLOWS_NAME,
+        "display": True,
+        "url": f"http://127.0.0.1:{port}",
+        "command": command,
+        "environment": environment,
+        "oauth_no_confirm": True,
+    }
+    role = {
+        "name": WORKFLOWS_ROLE,
+        "description": "The workflows service: identifies callers with their own tokens, needs no hub API scope",
+        "scopes": [],
+        "services": [WORKFLOWS_NAME],
+    }
+    _put_service(c, service)
+    roles = _configured(c.JupyterHub, "load_roles")
+    if roles is None:
+        c.JupyterHub.load_roles.extend([*with_access_scope([], WORKFLOWS_ACCESS_SCOPE), role])
+    else:
+        roles = [r for r in roles if r.get("name") != WORKFLOWS_ROLE]
+        c.JupyterHub.load_roles = with_access_scope([*roles, role], WORKFLOWS_ACCESS_SCOPE)
+    # the servers' own tokens may publish (the Lab's "Publish as workflow"); a token only gets scopes its owner holds
+    token_scopes = _configured(c.Spawner, "server_token_scopes")
+    if token_scopes is None:
+        c.Spawner.server_token_scopes.append(WORKFLOWS_ACCESS_SCOPE)
+    elif WORKFLOWS_ACCESS_SCOPE not in token_scopes:
+        c.Spawner.server_token_scopes = [*token_scopes, WORKFLOWS_ACCESS_SCOPE]
+    c.Spawner.environment.update({"DESP_WORKFLOWS_URL": f"http://127.0.0.1:{port}/services/{WORKFLOWS_NAME}/"})
