@@ -21,6 +21,7 @@ from desp_hub.services.install import (
     install_dask_gateway_service,
     install_metering_service,
     install_profiles_service,
+    install_workflows_service,
 )
 from desp_hub.spawner import DespLocalSpawner
 
@@ -127,6 +128,23 @@ install_dask_gateway_service(
     token_url=metering.token_url,
     client_id=metering.client_id,
     dcu_per_core_hour=float(os.environ.get("DESP_DASK_DCU_PER_CORE_HOUR") or 1),
+)
+
+# Workflows (desp_hub.services.workflows_service, /services/workflows/): notebooks published as versioned workflows,
+# run by papermill now or on a schedule, independent of users' servers; outputs traced and run time debited as the
+# metering client. Runs get the servers' platform endpoints. DESP_WORKFLOWS_MAX_RUNS, DESP_WORKFLOWS_MAX_RUNS_PER_USER
+# and DESP_WORKFLOWS_MISSED_GRACE (seconds after which a schedule tick counts as missed) are for tests and demos.
+install_workflows_service(
+    c,
+    profiles_db_url=profiles_url,
+    trace_url=endpoints.trace_url,
+    accounting_url=metering.accounting_url,
+    token_url=metering.token_url,
+    client_id=metering.client_id,
+    run_env=endpoints.environment("{username}"),
+    max_concurrent_runs=int(os.environ.get("DESP_WORKFLOWS_MAX_RUNS") or 2),
+    max_concurrent_runs_per_user=int(os.environ.get("DESP_WORKFLOWS_MAX_RUNS_PER_USER") or 2),
+    missed_tick_grace_seconds=float(os.environ.get("DESP_WORKFLOWS_MISSED_GRACE") or 60),
 )
 
 extra_config = os.environ.get("DESP_HUB_EXTRA_CONFIG")
