@@ -1,0 +1,143 @@
+"""Dask Gateway through the real hub (`desp-hub up`), its sandbox IdP and accounting service.
+
+A user's kernel, on a server spawned by the hub, calls `Gateway()` with no argument (the server's environment
+names the gateway and its token may access it), creates a cluster, scales it to the limit of the user's realm role
+(researcher: stack-dask-low, 2 workers), computes on sample data and shuts down; asking for more is refused with the
+reason. A user without a Dask role is refused. Each worker's hours are debited once in the ledger.
+"""
+
+import time
+
+import pytest
+import requests
+
+from desp_hub.dask_gateway.metering import SERVICE, UsageOutbox
+from desp_lab.accounting import Accounting
+from tests.e2e.hubclient import HubSession, run_in_kernel
+from tests.e2e.stack import start_hub
+
+pytestmark = pytest.mark.timeout(900)
+
+KERNEL_CODE = """
+import warnings
+import dask.array as da
+from dask_gateway import Gateway
+
+gateway = Gateway()
+try:
+    gateway.new_cluster(worker_cores=4)
+    too_many_cores = ""
+except ValueError as refusal:
+    too_many_cores = str(refusal)
+cluster = gateway.new_cluster()
+cluster.scale(2)
+client = cluster.get_client()
+client.wait_for_workers(2, timeout=180)
+total = int(da.arange(1_000_000, chunks=100_000).sum().compute())
+try:
+    cluster.scale(3)
+    too_many_workers = ""
+except ValueError as refusal:
+    too_many_workers = str(refusal)
+workers = len(client.scheduler_info()["workers"])
+name = cluster.name
+client.close()
+cluster.shutdown()
+(name, total, workers, too_many_cores, too_many_workers, [c.name for c in gateway.list_clusters()])
+"""
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    running = start_hub(str(tmp_path_factory.mktemp("dask-gateway")), with_accounting=True)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def wait_for(condition, timeout, what):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(1)
+
+
+def test_a_kernel_scales_a_cluster_to_its_role_limit_computes_and_is_metered_once(hub):
+    researcher = HubSession(hub.url, "researcher", "researcher-demo")
+    researcher.login()
+    assert researcher.post_spawn_form("standard").status_code == 200
+    researcher.wait_ready(timeout=240)
+    token = researcher.new_token()
+
+    result = run_in_kernel(hub.url, "researcher", token, KERNEL_CODE, timeout=400)
+    name, total, workers, too_many_cores, too_many_workers, left = eval(result)  # noqa: S307 (a tuple's repr)
+    assert total == 499999500000
+    assert workers == 2
+    assert too_many_cores == "at most 1 core per worker for role stack-dask-low (asked for 4)"
+    assert too_many_workers == "at most 2 workers for role stack-dask-low (asked for 3)"
+    assert left == []
+
+    # Each of the 2 workers is one debit, delivered once (the outbox is unique on the worker's key).
+    outbox = UsageOutbox(f"sqlite:///{hub.data_dir}/hub/dask-usage.sqlite")
+    rows = wait_for(lambda: [r for r in outbox.rows(username="researcher") if r.cluster == name and
+                             r.status == "delivered"] if len(outbox.rows(username="researcher")) >= 2 and
+                    all(r.status == "delivered" for r in outbox.rows(username="researcher")) else None,
+                    120, "the two worker debits to be delivered")  # fmt: skip
+    assert len(rows) == 2 and len({r.worker for r in rows}) == 2
+
+    admin = HubSession(hub.url, "admin", "admin-demo")
+    admin.login()
+    accounting = Accounting(
+        hub.accounting_url,
+        token=lambda: admin.api("GET", "/users/admin").json()["auth_state"]["access_token"],
+        retries=0,
+    )
+
+    def ledger():
+        return accounting.transactions("researcher", session=f"{SERVICE}/{name}", limit=100)["transactions"]
+
+    debits = wait_for(lambda: ledger() if len(ledger()) >= 2 else None, 60, "the debits in the ledger")
+    time.sleep(3)  # more delivery passes run: nothing is recorded twice
+    debits = ledger()
+    assert len(debits) == 2
+    assert {d["idempotency_key"] for d in debits} == {r.idempotency_key for r in rows}
+    for debit in debits:
+        assert (debit["kind"], debit["service"]) == ("debit", SERVICE)
+        assert debit["amount"] > 0
+        assert debit["metadata"]["cluster"] == name
+    researcher.stop_server()
+
+
+def gateway_api(hub, token, method, path, **kwargs):
+    """The gateway's REST API through the hub's proxy, as `dask_gateway.Gateway` calls it with JupyterHubAuth."""
+    return requests.request(method, f"{hub.url}/services/dask-gateway/api/v1{path}",
+                            headers={"Authorization": f"jupyterhub {token}"}, timeout=60, **kwargs)  # fmt: skip
+
+
+def test_a_user_without_a_dask_role_is_refused(hub):
+    executive = HubSession(hub.url, "executive", "executive-demo")
+    executive.login()
+    token = executive.new_token()
+    refused = gateway_api(hub, token, "POST", "/clusters/", json={"cluster_options": {}})
+    # 422 + {"error"}: what `Gateway().new_cluster()` raises as ValueError(error)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["error"] == (
+        "executive may not create Dask clusters: that takes one of the realm roles stack-dask-high, "
+        "stack-dask-low, stack-dask-medium; ask your DESP administrator"
+    )
+    assert gateway_api(hub, token, "GET", "/clusters/").json() == {}
+
+
+def test_a_token_without_access_to_the_gateway_is_refused(hub):
+    researcher = HubSession(hub.url, "researcher", "researcher-demo")
+    researcher.login()
+    response = researcher.api("POST", "/users/researcher/tokens",
+                              json={"note": "no dask", "scopes": ["read:users:name!user"]})  # fmt: skip
+    response.raise_for_status()
+    assert gateway_api(hub, response.json()["token"], "GET", "/clusters/").status_code == 401
+    assert gateway_api(hub, researcher.new_token(), "GET", "/clusters/").status_code == 200
