@@ -1,8 +1,6 @@
 """Worker-hours as DCU debits: one per worker, whatever how often its stop is seen."""
 
 import datetime
-from decimal import Decimal
-
 from desp_hub.dask_gateway.metering import SERVICE, UsageOutbox, from_millis, usage_key
 
 START = datetime.datetime(2026, 11, 26, 5, 0, tzinfo=datetime.UTC)
@@ -59,4 +57,3 @@ def test_delivery_marks_rows(tmp_path):
 
 def test_gateway_timestamps_are_milliseconds():
     assert from_millis(1764133200000) == datetime.datetime(2025, 11, 26, 5, 0, tzinfo=datetime.UTC)
-    assert Decimal(1) == 1
