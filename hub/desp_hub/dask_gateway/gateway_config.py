@@ -32,8 +32,10 @@ dask_command = os.path.join(os.path.dirname(sys.executable), "dask")
 c.DespClusterConfig.scheduler_cmd = [dask_command, "scheduler"]
 c.DespClusterConfig.worker_cmd = [dask_command, "worker"]
 c.DespClusterConfig.dcu_per_core_hour = float(os.environ.get("DESP_DASK_DCU_PER_CORE_HOUR") or 1)
-# Heartbeats every 2 s: scaling and stops take effect within seconds on one machine.
+# Heartbeats every 2 s: scaling and stops take effect within seconds on one machine. A cluster is given up only
+# after 60 s without one (a busy machine delays heartbeats; the default, twice the period, would kill clusters).
 c.DespLocalBackend.cluster_heartbeat_period = 2
+c.DespLocalBackend.cluster_heartbeat_timeout = 60
 c.DespLocalBackend.cluster_status_period = 5
 c.DespLocalBackend.worker_status_period = 5
 if os.environ.get("DESP_DASK_CLUSTERS_DIR"):
