@@ -13,6 +13,7 @@ from jupyterhub.app import JupyterHub
 from traitlets.config import Config
 
 from desp_hub.authenticator import DespKeycloakAuthenticator
+from desp_hub.kernels import install_kernel_specs
 from desp_hub.metering import hub_metering
 from desp_hub.platform_endpoints import DespPlatformEndpoints
 from desp_hub.services.install import (
@@ -146,6 +147,10 @@ install_workflows_service(
     max_concurrent_runs_per_user=int(os.environ.get("DESP_WORKFLOWS_MAX_RUNS_PER_USER") or 2),
     missed_tick_grace_seconds=float(os.environ.get("DESP_WORKFLOWS_MISSED_GRACE") or 60),
 )
+
+# Kernel specs (kernels/: "Python 3 (DESP)" and its Dask Gateway variant) for every server: copied under the data
+# directory from a source checkout (a wheel carries them as shared data) and put on the servers' JUPYTER_PATH.
+install_kernel_specs(c)
 
 extra_config = os.environ.get("DESP_HUB_EXTRA_CONFIG")
 if extra_config:
