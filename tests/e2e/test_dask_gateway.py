@@ -73,6 +73,10 @@ def test_a_kernel_scales_a_cluster_to_its_role_limit_computes_and_is_metered_onc
     assert researcher.post_spawn_form("standard").status_code == 200
     researcher.wait_ready(timeout=240)
     token = researcher.new_token()
+    # the DESP kernels are offered too (desp_hub.kernels, on the server's JUPYTER_PATH)
+    kernelspecs = requests.get(f"{hub.url}/user/researcher/api/kernelspecs", headers={"Authorization": f"token {token}"},
+                               timeout=60).json()["kernelspecs"]  # fmt: skip
+    assert {"desp-python", "desp-python-dask"} <= set(kernelspecs)
 
     result = run_in_kernel(hub.url, "researcher", token, KERNEL_CODE, timeout=400)
     name, total, workers, too_many_cores, too_many_workers, left = eval(result)  # noqa: S307 (a tuple's repr)
