@@ -395,6 +395,8 @@ DASK_GATEWAY_ACCESS_SCOPE = f"access:services!service={DASK_GATEWAY_NAME}"
 # user_options.profile, for the per-profile limits). Callers are identified with their own tokens, which may read
 # their owner's name, groups and user_info (the realm roles); nothing else of users, no auth_state, no tokens.
 DASK_GATEWAY_SCOPES = ["read:servers"]
+# Gateway settings an operator may give in the hub's environment (JSON limits, an extra gateway config file).
+DASK_GATEWAY_INHERITED_ENV = ("DESP_DASK_ROLE_LIMITS", "DESP_DASK_PROFILE_LIMITS", "DESP_DASK_GATEWAY_EXTRA_CONFIG")
 
 
 class _HubServiceUrl:
@@ -432,7 +434,8 @@ def install_dask_gateway_service(
     - `accounting_url`, `token_url`, `client_id`: where worker-hours are debited (`dcu_per_core_hour` DCU per
       worker core and hour), as the metering client (secret from the hub's DESP_METERING_CLIENT_SECRET). Without an
       accounting URL nothing is metered.
-    - `role_limits`, `profile_limits`: `DespDaskLimits` (default: stack-dask-low|medium|high, no profile limits).
+    - `role_limits`, `profile_limits`: `DespDaskLimits` (default: stack-dask-low|medium|high, no profile limits;
+      else the hub's $DESP_DASK_ROLE_LIMITS / $DESP_DASK_PROFILE_LIMITS, JSON, when set).
     - `port`: the service's port on 127.0.0.1 (HTTP API and dashboards, which the hub proxies at
       `/services/dask-gateway/`, and the schedulers' TLS traffic). Default: a port free right now.
     - `data_dir`: the debit outbox (`dask-usage.sqlite`) and the clusters' working directories. Default: the hub's
@@ -456,6 +459,9 @@ def install_dask_gateway_service(
         environment["DESP_DASK_ROLE_LIMITS"] = json.dumps(role_limits)
     if profile_limits is not None:
         environment["DESP_DASK_PROFILE_LIMITS"] = json.dumps(profile_limits)
+    for name in DASK_GATEWAY_INHERITED_ENV:  # an operator's settings in the hub's environment, read at start
+        if name in os.environ and name not in environment:
+            environment[name] = _FromHubEnvironment(name)
     if accounting_url:
         environment.update(
             DESP_ACCOUNTING_URL=accounting_url,
