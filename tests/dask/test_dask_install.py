@@ -84,3 +84,13 @@ def test_the_local_backend_listens_on_the_loopback_only():
     from desp_hub.dask_gateway.backend import DespLocalBackend
 
     assert DespLocalBackend.default_host == "127.0.0.1"
+
+
+def test_limits_in_the_hubs_environment_reach_the_gateway(tmp_path, monkeypatch):
+    monkeypatch.setenv("DESP_DASK_PROFILE_LIMITS", '{"standard": {"max_workers": 1}}')
+    monkeypatch.delenv("DESP_DASK_ROLE_LIMITS", raising=False)
+    (service,) = installed(tmp_path).JupyterHub.services.get_value([])
+    assert service["environment"]["DESP_DASK_PROFILE_LIMITS"](None) == '{"standard": {"max_workers": 1}}'
+    assert "DESP_DASK_ROLE_LIMITS" not in service["environment"]
+    (given,) = installed(tmp_path, profile_limits={"ai": {"max_workers": 2}}).JupyterHub.services.get_value([])
+    assert given["environment"]["DESP_DASK_PROFILE_LIMITS"] == '{"ai": {"max_workers": 2}}'  # the argument wins
