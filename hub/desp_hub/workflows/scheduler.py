@@ -143,13 +143,15 @@ class TickOutcome:
     dropped: int = 0
 
 
-def _insert_tick(connection, values: dict[str, Any]):
-    """INSERT ... ON CONFLICT (schedule_id, tick_at) DO NOTHING, in the database's dialect."""
+def _insert_tick(connection, values: dict[str, Any]) -> bool:
+    """INSERT ... ON CONFLICT (schedule_id, tick_at) DO NOTHING RETURNING id, in the database's dialect: whether
+    the tick was new. (RETURNING, not the row count, which psycopg reports as -1 for this statement.)"""
     dialect = {"sqlite": sqlite, "postgresql": postgresql}.get(connection.dialect.name)
     if dialect is None:
         raise RuntimeError(f"the workflows scheduler supports SQLite and PostgreSQL, not {connection.dialect.name}")
     statement = dialect.insert(ticks_table).values(**values)
-    return connection.execute(statement.on_conflict_do_nothing(index_elements=["schedule_id", "tick_at"]))
+    statement = statement.on_conflict_do_nothing(index_elements=["schedule_id", "tick_at"]).returning(ticks_table.c.id)
+    return connection.execute(statement).first() is not None
 
 
 def record_due_ticks(store: WorkflowStore, now: datetime.datetime | None = None, *, grace_seconds: float = 60,
@@ -207,11 +209,11 @@ def _record_schedule(store: WorkflowStore, schedule_id: int, now: datetime.datet
         version = None
         for tick_at in ticks:
             runs = tick_at in to_run
-            inserted = _insert_tick(connection, {
+            new = _insert_tick(connection, {
                 "schedule_id": schedule_id, "tick_at": tick_at, "status": "run" if runs else "missed",
                 "run_id": None, "recorded_at": now,
             })  # fmt: skip
-            if inserted.rowcount != 1:
+            if not new:
                 continue  # recorded before: never twice
             if not runs:
                 outcome.missed += 1
