@@ -189,3 +189,12 @@ def test_share_link_of_the_app_round_trips(context):  # noqa: F811
     parts = create_app(context, query="").desp_parts
     values, read_only = share.decode(parts["share"].link.value.split("?", 1)[1])
     assert read_only and values == parts["store"].settings.values()
+
+
+def test_the_map_title_follows_the_shown_time_without_a_rebuild(store):
+    view = MapView(store=store)
+    overlay = view.overlay
+    assert rendered(overlay).title.text == "t2m 2024-01-01 06:00 UTC"
+    store.settings.time = dt.datetime(2024, 1, 2, 5, 50)  # nearest available step: 06:00 the next day
+    assert view.overlay is overlay  # not rebuilt: the browser keeps its zoom
+    assert rendered(view.overlay).title.text == "t2m 2024-01-02 06:00 UTC"

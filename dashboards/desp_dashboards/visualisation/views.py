@@ -164,14 +164,20 @@ class MapView(pn.viewable.Viewer):
         self.tap.source = self.raster
         self.bounds.source = self.raster
         global_view = settings.projection in ("Orthographic", "NearsidePerspective") or settings.bbox is None
-        self.overlay = (self.raster * coastline() * borders()).opts(
-            projection=self.projection, global_extent=global_view, responsive=True, data_aspect=1,
-            title=self.title())
+        overlay = (self.raster * coastline() * borders()).opts(
+            projection=self.projection, global_extent=global_view, responsive=True, data_aspect=1)
+        # the title follows the shown time step and variable without rebuilding the map (the zoom stays)
+        self.overlay = overlay.apply.opts(title=param.bind(lambda *_: self.title(), settings.param.time,
+                                                           settings.param.variable))
         return self.overlay
 
     def title(self) -> str:
         s = self.store.settings
-        return f"{s.variable or ''} {s.time:%Y-%m-%d %H:%M} UTC" if s.time else (s.variable or "")
+        try:
+            shown = self.store.shown_time()
+        except Exception:  # nothing open yet, or the dataset failed (store.error says why)
+            shown = s.time
+        return f"{s.variable or ''} {shown:%Y-%m-%d %H:%M} UTC" if shown else (s.variable or "")
 
     def _rebuild(self, *_events) -> None:
         self._pane.object = self.build()
