@@ -1,11 +1,12 @@
 """The desp_lab Jupyter server extension: REST API under `{base_url}desp/api/` for the "DESP Data" panel, the
-status bar's DCU balance and the "DESP Traces" panel.
+status bar's DCU balance, the "DESP Traces" panel and "Publish as workflow".
 
 Enabled in every user server by `extensions/jupyter-config/desp_lab.json` (installed into
 `etc/jupyter/jupyter_server_config.d/`). Configuration is on `DespLabExtension` (traitlets), each setting
 defaulting to the environment variable the hub sets (`DESP_CATALOGUE_URL`, `DESP_CACHE_URL`,
 `DESP_CACHE_STORAGE_OPTIONS`, `DESP_CACHE_QUOTA_BYTES`; for the status bar and the Traces panel
-`DESP_ACCOUNTING_URL`, `DESP_TRACE_URL`, `DESP_SESSION_ID`, `DESP_PROFILE`, `DESP_DCU_PER_HOUR`). The SDK clients
+`DESP_ACCOUNTING_URL`, `DESP_TRACE_URL`, `DESP_SESSION_ID`, `DESP_PROFILE`, `DESP_DCU_PER_HOUR`; for publishing
+`DESP_WORKFLOWS_URL`). The SDK clients
 are made on first use (so a catalogue that is down when the server starts does not stop the server) and reused.
 Expired cache copies are evicted at each listing and every `eviction_interval` seconds.
 """
@@ -24,6 +25,7 @@ from traitlets import Dict, Float, Integer, Unicode, default
 from desp_lab.server_extension.handlers import handlers
 from desp_lab.server_extension.jobs import CacheRequestJobs
 from desp_lab.server_extension.platform import platform_handlers
+from desp_lab.server_extension.workflows import workflows_handlers
 
 
 def _data_token() -> str | None:
@@ -155,6 +157,36 @@ class DespLabExtension(ExtensionApp):
     def _default_dcu_per_hour(self):
         return os.environ.get("DESP_DCU_PER_HOUR", "")
 
+    workflows_url = Unicode(
+        help="URL of the hub's workflows service as this server reaches it (ends in /services/workflows/), for "
+        "\"Publish as workflow\". Empty: publishing is not offered. Default: the DESP_WORKFLOWS_URL environment "
+        "variable the hub sets."
+    ).tag(config=True)
+
+    @default("workflows_url")
+    def _default_workflows_url(self):
+        return os.environ.get("DESP_WORKFLOWS_URL", "")
+
+    workflows_page_url = Unicode(
+        help="Where a browser finds the workflows pages (a published workflow links to <this>/w/<id>). Default: the "
+        "path of workflows_url (/services/workflows/), which is the same behind the hub's proxy."
+    ).tag(config=True)
+
+    @default("workflows_page_url")
+    def _default_workflows_page_url(self):
+        from urllib.parse import urlsplit
+
+        return urlsplit(self.workflows_url).path or "/services/workflows/"
+
+    workflows_user = Unicode(
+        help="The hub user publishing (an existing workflow of that owner and name gets a new version). Default: the "
+        "JUPYTERHUB_USER environment variable."
+    ).tag(config=True)
+
+    @default("workflows_user")
+    def _default_workflows_user(self):
+        return os.environ.get("JUPYTERHUB_USER", "")
+
     status_refresh_seconds = Float(
         30.0,
         help="Seconds between two refreshes of the status bar's balance and session cost (given to the front end "
@@ -183,7 +215,7 @@ class DespLabExtension(ExtensionApp):
 
     def initialize_handlers(self):
         # The platform endpoints come first: handlers() ends with the catch-all 404 of desp/api/.
-        self.handlers.extend(platform_handlers() + handlers())
+        self.handlers.extend(platform_handlers() + workflows_handlers() + handlers())
         if self.eviction_interval > 0 and self.cache_url:
             self._eviction = PeriodicCallback(self._evict_expired, self.eviction_interval * 1000)
             self._eviction.start()

@@ -1,25 +1,28 @@
 /**
  * @desp/lab — the DESP Data sidebar of JupyterLab (catalogue search, "insert code" into the active notebook, the
- * user's cache area and "copy to my cache"), the DCU balance in the status bar and the DESP Traces sidebar (trace,
- * verify, search by hash), over the desp_lab server extension's REST API.
+ * user's cache area and "copy to my cache"), the DCU balance in the status bar, the DESP Traces sidebar (trace,
+ * verify, search by hash) and "Publish as workflow", over the desp_lab server extension's REST API.
  */
 import { ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { ICommandPalette } from '@jupyterlab/apputils';
 import { IFileBrowserFactory } from '@jupyterlab/filebrowser';
 import { INotebookTracker } from '@jupyterlab/notebook';
 import { IStatusBar } from '@jupyterlab/statusbar';
-import { LabIcon } from '@jupyterlab/ui-components';
+import { LabIcon, ToolbarButton } from '@jupyterlab/ui-components';
 
 import { insertCodeCell } from './notebook';
 import { DataPanel } from './panel';
 import { BalanceStatus } from './status';
 import { TracesPanel } from './traces';
+import { publishWithDialog } from './workflows';
 
 import dataIconSvg from '../style/icons/desp-data.svg';
 import tracesIconSvg from '../style/icons/desp-traces.svg';
+import workflowIconSvg from '../style/icons/desp-workflow.svg';
 
 export const dataIcon = new LabIcon({ name: '@desp/lab:data', svgstr: dataIconSvg });
 export const tracesIcon = new LabIcon({ name: '@desp/lab:traces', svgstr: tracesIconSvg });
+export const workflowIcon = new LabIcon({ name: '@desp/lab:workflow', svgstr: workflowIconSvg });
 
 /** Command that shows the DESP Data sidebar. */
 export const OPEN_COMMAND = 'desp:open-data-panel';
@@ -27,6 +30,8 @@ export const OPEN_COMMAND = 'desp:open-data-panel';
 export const OPEN_TRACES_COMMAND = 'desp:open-traces-panel';
 export const TRACE_FILE_COMMAND = 'desp:trace-file';
 export const VERIFY_FILE_COMMAND = 'desp:verify-file';
+/** Publish a notebook (the `path` argument, else the current notebook) to the hub's workflows service. */
+export const PUBLISH_WORKFLOW_COMMAND = 'desp:publish-workflow';
 
 const dataPanelPlugin: JupyterFrontEndPlugin<void> = {
   id: '@desp/lab:data-panel',
@@ -138,4 +143,64 @@ const tracesPlugin: JupyterFrontEndPlugin<void> = {
   }
 };
 
-export default [dataPanelPlugin, balancePlugin, tracesPlugin];
+const workflowsPlugin: JupyterFrontEndPlugin<void> = {
+  id: '@desp/lab:publish-workflow',
+  description: 'Publish as workflow: a notebook becomes (a new version of) a workflow of the hub.',
+  autoStart: true,
+  requires: [INotebookTracker],
+  optional: [ICommandPalette, IFileBrowserFactory],
+  activate: (
+    app: JupyterFrontEnd,
+    tracker: INotebookTracker,
+    palette: ICommandPalette | null,
+    factory: IFileBrowserFactory | null
+  ) => {
+    const notebookPath = (args: { [key: string]: unknown }): string | null => {
+      if (typeof args.path === 'string' && args.path) {
+        return args.path;
+      }
+      if (args.fromBrowser) {
+        const path = targetPath(args, factory);
+        return path && path.endsWith('.ipynb') ? path : null;
+      }
+      return tracker.currentWidget?.context.path ?? null;
+    };
+    app.commands.addCommand(PUBLISH_WORKFLOW_COMMAND, {
+      label: 'Publish as workflow',
+      caption: 'Publish this notebook to the workflows service (its parameters cell gives the parameters)',
+      icon: workflowIcon,
+      isEnabled: args => notebookPath(args) !== null,
+      execute: async args => {
+        const path = notebookPath(args);
+        if (!path) {
+          return null;
+        }
+        // The saved file is what is published: save the open notebook first if it has unsaved changes.
+        const open = tracker.find(panel => panel.context.path === path);
+        const save = open && open.context.model.dirty ? () => open.context.save() : null;
+        return publishWithDialog(path, save);
+      }
+    });
+    tracker.widgetAdded.connect((_, panel) => {
+      const button = new ToolbarButton({
+        icon: workflowIcon,
+        label: 'Publish',
+        tooltip: 'Publish as workflow',
+        onClick: () => void app.commands.execute(PUBLISH_WORKFLOW_COMMAND, { path: panel.context.path })
+      });
+      button.node.dataset.testid = 'desp-publish-button';
+      panel.toolbar.insertItem(10, 'despPublishWorkflow', button);
+    });
+    app.contextMenu.addItem({
+      command: PUBLISH_WORKFLOW_COMMAND,
+      args: { fromBrowser: true },
+      selector: '.jp-DirListing-item[data-file-type="notebook"]',
+      rank: 62
+    });
+    if (palette) {
+      palette.addItem({ command: PUBLISH_WORKFLOW_COMMAND, category: 'DESP' });
+    }
+  }
+};
+
+export default [dataPanelPlugin, balancePlugin, tracesPlugin, workflowsPlugin];

@@ -7,8 +7,6 @@ import React, { useCallback, useEffect, useRef, useState } from 'react';
 import { fileIcon, folderIcon, ReactWidget } from '@jupyterlab/ui-components';
 
 import {
-  ApiError,
-  describeError,
   ICacheListing,
   ICacheRequest,
   ICollection,
@@ -26,6 +24,7 @@ import {
   itemTime,
   retentionLabel
 } from './format';
+import { errorMessage, IMessage, Message } from './message';
 
 /** What the panel needs from the application: putting code into the active notebook. */
 export interface IPanelActions {
@@ -35,37 +34,6 @@ export interface IPanelActions {
 
 export const PAGE_SIZE = 10;
 const POLL_MS = 1000;
-
-interface IMessage {
-  kind: 'error' | 'info';
-  text: string;
-  field?: string | null;
-}
-
-function Message(props: { message: IMessage | null; testid: string }): JSX.Element | null {
-  const { message, testid } = props;
-  if (!message) {
-    return null;
-  }
-  return (
-    <div
-      className={`desp-message desp-message-${message.kind}`}
-      data-testid={testid}
-      data-field={message.field ?? undefined}
-      role={message.kind === 'error' ? 'alert' : 'status'}
-    >
-      {message.text}
-    </div>
-  );
-}
-
-function errorMessage(error: unknown): IMessage {
-  return {
-    kind: 'error',
-    text: describeError(error),
-    field: error instanceof ApiError ? error.field : null
-  };
-}
 
 // ------------------------------------------------------------------------------------------------ search
 

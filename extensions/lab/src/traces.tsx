@@ -9,7 +9,8 @@ import React, { useCallback, useEffect, useState } from 'react';
 import { ReactWidget } from '@jupyterlab/ui-components';
 import { ISignal, Signal } from '@lumino/signaling';
 
-import { ApiError, describeError, ITrace, ITraceAnswer, ITraceSearch, IVerifyAnswer, queryString, requestAPI } from './api';
+import { ITrace, ITraceAnswer, ITraceSearch, IVerifyAnswer, queryString, requestAPI } from './api';
+import { Busy, errorMessage, IMessage, Message } from './message';
 
 export const ALGORITHMS = ['BLAKE3', 'SHA256', 'SHA3'];
 
@@ -19,34 +20,7 @@ export interface ITraceRequest {
   path: string;
 }
 
-interface IMessage {
-  kind: 'error' | 'info';
-  text: string;
-  field?: string | null;
-}
-
 type Result = { kind: 'trace'; answer: ITraceAnswer } | { kind: 'verify'; answer: IVerifyAnswer };
-
-function Message(props: { message: IMessage | null; testid: string }): JSX.Element | null {
-  const { message, testid } = props;
-  if (!message) {
-    return null;
-  }
-  return (
-    <div
-      className={`desp-message desp-message-${message.kind}`}
-      data-testid={testid}
-      data-field={message.field ?? undefined}
-      role={message.kind === 'error' ? 'alert' : 'status'}
-    >
-      {message.text}
-    </div>
-  );
-}
-
-function errorMessage(error: unknown): IMessage {
-  return { kind: 'error', text: describeError(error), field: error instanceof ApiError ? error.field : null };
-}
 
 function MemberList(props: { title: string; paths: string[] | null | undefined; testid: string }): JSX.Element | null {
   const paths = props.paths ?? [];
@@ -328,7 +302,7 @@ function TracesView(props: { panel: TracesPanel }): JSX.Element {
           >
             Verify
           </button>
-          {busy && <span className="desp-busy">working…</span>}
+          <Busy busy={busy} />
         </div>
         <Message message={message} testid="desp-trace-message" />
         {result && <ResultView result={result} />}
