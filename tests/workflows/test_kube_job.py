@@ -6,7 +6,6 @@ written where the Job mounts them (the two mount points mapped to temporary fold
 parameters file are known to work, and the typed values arrive in the notebook as literals.
 """
 
-import dataclasses
 import json
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import pytest
 
 from desp_hub.kube import kubespawner_profile
 from desp_hub.profiles import load_profiles
+from desp_hub.workflows.executors import RunSpec
 from desp_hub.workflows.kube_job import (
     INPUT_DIR,
     OUTPUT_DIR,
@@ -30,22 +30,6 @@ from desp_hub.workflows.kube_job import (
 HERE = Path(__file__).resolve().parent
 SEED = HERE.parents[1] / "hub" / "desp_hub" / "profiles.yaml"
 K8S_VERSION = "1.34"  # as tests/hub/test_kube_manifests.py
-
-
-@dataclasses.dataclass
-class RunSpec:
-    """The fields of a run the executor reads (the runner's own spec has these names)."""
-
-    run_id: str
-    workflow_id: int
-    user: str
-    profile: object
-    notebook: dict
-    parameters: dict
-    timeout_seconds: int = 600
-    retries: int = 0
-    kernel_name: str | None = None
-    env: dict = dataclasses.field(default_factory=dict)
 
 
 def parameterised_notebook():
@@ -81,7 +65,9 @@ def executor():
 
 def spec(profile, **changes):
     values = dict(
-        run_id="3f2a9c1e",
+        run_id=31,
+        attempt=2,
+        run_dir=Path("/srv/workflows/runs/31"),  # the service's side; the Job writes to the runs volume
         workflow_id=7,
         user="researcher",
         profile=profile,
@@ -101,9 +87,9 @@ def test_job_for_every_seeded_profile_validates_and_carries_the_profile(executor
     kubernetes_validate.validate(job, desired_version=K8S_VERSION, strict=True)
 
     assert job["apiVersion"] == "batch/v1" and job["kind"] == "Job"
-    assert job["metadata"]["name"] == "workflow-run-3f2a9c1e"
+    assert job["metadata"]["name"] == "workflow-run-31-2"
     assert job["spec"]["activeDeadlineSeconds"] == 900
-    assert job["spec"]["backoffLimit"] == 2
+    assert job["spec"]["backoffLimit"] == 0  # one Job per attempt: the runner counts the retries
     pod = job["spec"]["template"]["spec"]
     assert pod["restartPolicy"] == "Never"
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
@@ -124,7 +110,7 @@ def test_job_for_every_seeded_profile_validates_and_carries_the_profile(executor
     assert pod.get("tolerations", []) == override.get("tolerations", [])
 
     env = {var["name"]: var["value"] for var in container["env"]}
-    assert env["DESP_PROFILE"] == slug and env["DESP_RUN_ID"] == "3f2a9c1e" and env["JUPYTERHUB_USER"] == "researcher"
+    assert env["DESP_PROFILE"] == slug and env["DESP_RUN_ID"] == "31" and env["JUPYTERHUB_USER"] == "researcher"
     assert env["DESP_CATALOGUE_URL"] == "https://hda.example/stac/v2"
     assert container["envFrom"] == [{"secretRef": {"name": "desp-workflows-platform"}}]
 
@@ -133,7 +119,7 @@ def test_job_for_every_seeded_profile_validates_and_carries_the_profile(executor
     assert volumes["input"]["configMap"]["name"] == job["metadata"]["name"]
     assert volumes["run"]["persistentVolumeClaim"]["claimName"] == executor.runs_claim_name
     mounts = {m["name"]: m for m in container["volumeMounts"]}
-    assert mounts["input"]["readOnly"] is True and mounts["run"]["subPath"] == "3f2a9c1e"
+    assert mounts["input"]["readOnly"] is True and mounts["run"]["subPath"] == "31"
 
 
 def test_config_map_validates_and_holds_the_notebook_and_typed_parameters(executor, profiles):
@@ -161,7 +147,8 @@ def test_whole_manifest_for_the_ai_profile(profiles):
         "app.kubernetes.io/name": "desp-workflows",
         "app.kubernetes.io/component": "workflow-run",
         "app.kubernetes.io/managed-by": "desp-hub",
-        "desp.destine.eu/run-id": "3f2a9c1e",
+        "desp.destine.eu/run-id": "31",
+        "desp.destine.eu/attempt": "2",
         "desp.destine.eu/workflow-id": "7",
         "desp.destine.eu/user": "researcher",
     }
@@ -169,7 +156,7 @@ def test_whole_manifest_for_the_ai_profile(profiles):
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
-            "name": "workflow-run-3f2a9c1e",
+            "name": "workflow-run-31-2",
             "namespace": "desp-workflows",
             "labels": labels,
             "annotations": {"desp.destine.eu/profile": "ai", "desp.destine.eu/user": "researcher"},
@@ -206,7 +193,7 @@ def test_whole_manifest_for_the_ai_profile(profiles):
                             "env": [
                                 {"name": "DESP_DCU_PER_HOUR", "value": "10.0"},
                                 {"name": "DESP_PROFILE", "value": "ai"},
-                                {"name": "DESP_RUN_ID", "value": "3f2a9c1e"},
+                                {"name": "DESP_RUN_ID", "value": "31"},
                                 {"name": "HOME", "value": "/tmp"},
                                 {"name": "JUPYTERHUB_USER", "value": "researcher"},
                             ],
@@ -222,13 +209,13 @@ def test_whole_manifest_for_the_ai_profile(profiles):
                             },
                             "volumeMounts": [
                                 {"name": "input", "mountPath": INPUT_DIR, "readOnly": True},
-                                {"name": "run", "mountPath": OUTPUT_DIR, "subPath": "3f2a9c1e"},
+                                {"name": "run", "mountPath": OUTPUT_DIR, "subPath": "31"},
                                 {"name": "tmp", "mountPath": "/tmp"},
                             ],
                         }
                     ],
                     "volumes": [
-                        {"name": "input", "configMap": {"name": "workflow-run-3f2a9c1e"}},
+                        {"name": "input", "configMap": {"name": "workflow-run-31-2"}},
                         {"name": "run", "persistentVolumeClaim": {"claimName": "desp-workflows-runs"}},
                         {"name": "tmp", "emptyDir": {}},
                     ],
@@ -264,8 +251,9 @@ def test_names_and_labels_are_valid_for_any_run_id_and_user(executor, profiles, 
     assert job["metadata"]["annotations"]["desp.destine.eu/user"] == user  # the exact name stays readable
 
 
-def test_different_ids_and_users_never_share_a_name_or_label():
+def test_different_ids_attempts_and_users_never_share_a_name_or_label():
     assert job_name("a b") != job_name("a-b")
+    assert job_name(7, 1) != job_name(7, 2)
     assert label_value("jane@x.org") != label_value("jane-x.org")
     assert label_value("researcher") == "researcher"
 

@@ -12,7 +12,10 @@ privilege escalation:
   writes into the notebook as literals; never formatted into code) come from a per-run ConfigMap mounted read-only;
 * the executed notebook and the declared outputs go to `<runs claim>/<run id>/` on a PersistentVolumeClaim the
   service mounts as well (its `data dir/runs`), so results land where the local executor puts them;
-* `activeDeadlineSeconds` is the workflow's timeout and `backoffLimit` its retries, so Kubernetes enforces both.
+* one Job is one *attempt* of the run (the `Executor` protocol of `desp_hub.workflows.executors`): the runner
+  counts attempts and retries, so the Job's `backoffLimit` is 0 (a Kubernetes retry inside an attempt would multiply
+  the workflow's retries), its `activeDeadlineSeconds` is the workflow's timeout (Kubernetes stops an attempt the
+  runner lost track of), and its name carries the run id and the attempt number.
 """
 
 from __future__ import annotations
@@ -66,13 +69,18 @@ def label_value(text: Any) -> str:
     return f"{cleaned[:54].rstrip('-._')}-{digest}".lstrip("-")
 
 
-def job_name(run_id: Any) -> str:
-    """The Job's (and ConfigMap's) name for a run: a DNS-1123 label, unique per run id."""
+def job_name(run_id: Any, attempt: int = 1) -> str:
+    """The Job's (and ConfigMap's) name for an attempt of a run: a DNS-1123 label, unique per run id and attempt."""
     slug = re.sub(r"[^a-z0-9-]+", "-", str(run_id).lower()).strip("-")
-    name = f"workflow-run-{slug}"
+    name = f"workflow-run-{slug}-{int(attempt)}"
     if len(name) > 63 or slug != str(run_id).lower():
-        name = f"workflow-run-{slug[:30].strip('-')}-{hashlib.sha256(str(run_id).encode()).hexdigest()[:10]}"
+        digest = hashlib.sha256(str(run_id).encode()).hexdigest()[:10]
+        name = f"workflow-run-{slug[:30].strip('-')}-{digest}-{int(attempt)}"
     return name.replace("--", "-")
+
+
+def _name(run_spec: Any) -> str:
+    return job_name(_spec_value(run_spec, "run_id"), int(_spec_value(run_spec, "attempt") or 1))
 
 
 def _spec_value(run_spec: Any, name: str, default: Any = None) -> Any:
@@ -146,6 +154,7 @@ class KubernetesJobExecutor(LoggingConfigurable):
             "app.kubernetes.io/component": "workflow-run",
             "app.kubernetes.io/managed-by": "desp-hub",
             "desp.destine.eu/run-id": label_value(_spec_value(run_spec, "run_id")),
+            "desp.destine.eu/attempt": str(int(_spec_value(run_spec, "attempt") or 1)),
         }
         if (workflow_id := _spec_value(run_spec, "workflow_id")) is not None:
             labels["desp.destine.eu/workflow-id"] = label_value(workflow_id)
@@ -176,7 +185,7 @@ class KubernetesJobExecutor(LoggingConfigurable):
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": {
-                "name": job_name(_spec_value(run_spec, "run_id")),
+                "name": _name(run_spec),
                 "namespace": self.namespace,
                 "labels": self.labels(run_spec),
             },
@@ -228,18 +237,21 @@ class KubernetesJobExecutor(LoggingConfigurable):
         ]
 
     def job_manifest(self, run_spec: Any) -> dict[str, Any]:
-        """The batch/v1 Job for the run (a pure function of the run spec and this executor's settings).
+        """The batch/v1 Job for an attempt of the run (a pure function of the run spec and this executor's settings).
 
-        The run spec carries `run_id`, `workflow_id`, `user`, `profile` (a `Profile`), `parameters`,
-        `timeout_seconds`, `retries`, optionally `kernel_name` and `env`.
+        The run spec (`desp_hub.workflows.executors.RunSpec`, or a mapping with the same keys) carries `run_id`,
+        `attempt`, `workflow_id`, `user`, `profile` (a `Profile`: the runner's profile store must be configured),
+        `parameters`, `timeout_seconds`, optionally `kernel_name` and `env`.
         """
         run_id = _spec_value(run_spec, "run_id")
         profile = _spec_value(run_spec, "profile")
         if not isinstance(profile, Profile):
-            raise TypeError(f"the run spec's profile must be a desp_hub.profiles.Profile, got {type(profile).__name__}")
+            raise TypeError(
+                f"run {run_id}: the Kubernetes executor needs the profile's definition (image, resources); "
+                f"got {type(profile).__name__} (is the runner's profile store configured?)"
+            )
         timeout = int(_spec_value(run_spec, "timeout_seconds") or 0)
-        retries = int(_spec_value(run_spec, "retries") or 0)
-        name = job_name(run_id)
+        name = _name(run_spec)
         labels = self.labels(run_spec)
 
         container: dict[str, Any] = {
@@ -291,11 +303,10 @@ class KubernetesJobExecutor(LoggingConfigurable):
             pod_spec["imagePullSecrets"] = [{"name": secret} for secret in self.image_pull_secrets]
 
         job_spec: dict[str, Any] = {
-            "backoffLimit": retries,
+            "backoffLimit": 0,  # one Job per attempt: the runner retries
             "template": {"metadata": {"labels": labels}, "spec": pod_spec},
         }
         if timeout > 0:
-            # Counts from the Job's start over all attempts: the workflow's timeout is a wall-clock bound.
             job_spec["activeDeadlineSeconds"] = timeout
         if self.ttl_seconds_after_finished > 0:
             job_spec["ttlSecondsAfterFinished"] = self.ttl_seconds_after_finished
