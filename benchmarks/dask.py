@@ -8,7 +8,7 @@ auth=JupyterHubAuth(token))`; in a server, `Gateway()` reads the same from its e
 
 - gateway: `new_cluster()` (returns once the scheduler runs: the "cluster start"), `scale(2)`, a client through
   the gateway's TLS proxy, wait for 2 workers, `submit(sum, [1, 2])`; then shut the cluster down (not timed).
-- local: `LocalCluster(n_workers=2, threads_per_worker=1)` with a client, wait for 2 workers, the same task.
+- local: `LocalCluster(n_workers=2, threads_per_worker=1)` (with its dashboard, as the gateway's scheduler) and a client, wait for 2 workers, the same task.
 
 Targets: ratio gateway/local <= 2 and cluster start <= 5 s (medians over --rounds).
 
@@ -21,6 +21,7 @@ import statistics
 import sys
 import tempfile
 import time
+import urllib.parse
 import warnings
 from pathlib import Path
 
@@ -53,7 +54,7 @@ def local_round():
     from distributed import Client, LocalCluster
 
     started = time.perf_counter()
-    with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None, host="127.0.0.1") as cluster:
+    with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster:
         with Client(cluster, set_as_default=False) as client:
             client.wait_for_workers(2, timeout=120)
             assert client.submit(sum, [1, 2]).result() == 3
@@ -78,7 +79,12 @@ def main():
             researcher = HubSession(hub.url, "researcher", "researcher-demo")
             researcher.login()
             token = researcher.new_token()
-            gateway = Gateway(f"{hub.url}/services/dask-gateway", auth=JupyterHubAuth(api_token=token))
+            # a server finds the schedulers' TLS proxy in DASK_GATEWAY__PROXY_ADDRESS; here, ask the hub (as admin)
+            admin = HubSession(hub.url, "admin", "admin-demo")
+            admin.login()
+            service_url = urllib.parse.urlsplit(admin.api("GET", "/services/dask-gateway").json()["url"])
+            gateway = Gateway(f"{hub.url}/services/dask-gateway", proxy_address=f"gateway://{service_url.netloc}",
+                              auth=JupyterHubAuth(api_token=token))  # fmt: skip
             gateway.list_clusters()  # the gateway is up (the hub starts its services in the background)
             starts, gateway_times, local_times = [], [], []
             for round_number in range(1, args.rounds + 1):

@@ -76,7 +76,7 @@ def test_the_gateway_binds_everything_to_the_loopback_and_runs_dask_scheduler_an
     )
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True, check=True)
     assert eval(out.stdout) == (  # noqa: S307
-        "127.0.0.1:0", "127.0.0.1:8765", "127.0.0.1:8765", "/services/dask-gateway", ["scheduler"], ["worker"], 1, ""
+        "127.0.0.1:0", "127.0.0.1:8765", "127.0.0.1:8765", "/services/dask-gateway", ["scheduler"], ["worker", "--no-dashboard"], 1, ""
     )
 
 

@@ -30,7 +30,9 @@ c.Proxy.prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/dask-gat
 # The old `dask-scheduler` / `dask-worker` scripts are gone from distributed: `dask scheduler` / `dask worker`.
 dask_command = os.path.join(os.path.dirname(sys.executable), "dask")
 c.DespClusterConfig.scheduler_cmd = [dask_command, "scheduler"]
-c.DespClusterConfig.worker_cmd = [dask_command, "worker"]
+# Workers without their own dashboard (the scheduler's, proxied by the gateway, shows them): it starts faster.
+# They keep their nanny, which enforces the memory limit per worker.
+c.DespClusterConfig.worker_cmd = [dask_command, "worker", "--no-dashboard"]
 c.DespClusterConfig.dcu_per_core_hour = float(os.environ.get("DESP_DASK_DCU_PER_CORE_HOUR") or 1)
 # Heartbeats every 2 s: scaling and stops take effect within seconds on one machine. A cluster is given up only
 # after 60 s without one (a busy machine delays heartbeats; the default, twice the period, would kill clusters).
