@@ -9,7 +9,9 @@ parameters file are known to work, and the typed values arrive in the notebook a
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import kubernetes_validate
 import nbformat
@@ -292,3 +294,90 @@ def test_the_jobs_command_runs_the_notebook_with_the_typed_values(executor, prof
     executed = nbformat.read(run_dir / "output.ipynb", as_version=4)
     injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert len(injected) == 1
+
+
+class RecordingKubernetes:
+    """Stands in for the Kubernetes API (CoreV1Api and BatchV1Api): records calls, answers a settable Job status."""
+
+    def __init__(self):
+        self.calls = []
+        self.status = SimpleNamespace(succeeded=None, failed=None, conditions=None)
+
+    async def create_namespaced_config_map(self, namespace, body):
+        self.calls.append(("create_config_map", namespace, body))
+
+    async def create_namespaced_job(self, namespace, body):
+        self.calls.append(("create_job", namespace, body))
+        return SimpleNamespace(metadata=SimpleNamespace(uid="job-uid-1"))
+
+    async def patch_namespaced_config_map(self, name, namespace, body):
+        self.calls.append(("patch_config_map", name, namespace, body))
+
+    async def read_namespaced_job_status(self, name, namespace):
+        self.calls.append(("read_job_status", name, namespace))
+        return SimpleNamespace(status=self.status)
+
+    async def delete_namespaced_job(self, name, namespace, propagation_policy=None):
+        self.calls.append(("delete_job", name, namespace, propagation_policy))
+
+
+@pytest.fixture
+def kube(executor):
+    fake = RecordingKubernetes()
+    executor._apis = (fake, fake)
+    executor.status_interval_seconds = 0.05
+    return fake
+
+
+def test_start_creates_the_config_map_then_the_job_which_owns_it(executor, kube, profiles):
+    run = spec(profiles["standard"])
+    handle = executor.start(run)
+    assert [call[0] for call in kube.calls] == ["create_config_map", "create_job", "patch_config_map"]
+    assert kube.calls[0][1:] == ("desp-workflows", executor.config_map_manifest(run))
+    assert kube.calls[1][1:] == ("desp-workflows", executor.job_manifest(run))
+    assert kube.calls[2][1:] == ("workflow-run-31-2", "desp-workflows", {"metadata": {"ownerReferences": [
+        {"apiVersion": "batch/v1", "kind": "Job", "name": "workflow-run-31-2", "uid": "job-uid-1"}]}})  # fmt: skip
+    assert handle.name == "workflow-run-31-2" and executor.poll(handle) is None
+
+
+@pytest.mark.parametrize(
+    "status, code",
+    [
+        pytest.param(dict(succeeded=1), 0, id="succeeded"),
+        pytest.param(dict(failed=1), 1, id="failed"),
+        pytest.param(dict(conditions=[SimpleNamespace(type="Failed", status="True", reason="DeadlineExceeded")]), 1,
+                     id="deadline"),  # fmt: skip
+    ],
+)
+def test_wait_reports_how_the_job_ended(executor, kube, profiles, status, code):
+    handle = executor.start(spec(profiles["standard"]))
+    assert executor.wait(handle, timeout=0.2) is None  # still running
+    for name, value in status.items():
+        setattr(kube.status, name, value)
+    assert executor.wait(handle, timeout=10) == code
+    assert executor.poll(handle) == code
+
+
+def test_poll_answers_at_once_and_asks_in_the_background(executor, kube, profiles):
+    handle = executor.start(spec(profiles["standard"]))
+    kube.status.succeeded = 1
+    deadline = time.monotonic() + 10
+    while executor.poll(handle) is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert executor.poll(handle) == 0
+    reads = [call for call in kube.calls if call[0] == "read_job_status"]
+    assert reads and reads[0][1:] == ("workflow-run-31-2", "desp-workflows")
+
+
+def test_kill_deletes_the_job_and_its_pod(executor, kube, profiles):
+    handle = executor.start(spec(profiles["standard"]))
+    executor.kill(handle)
+    assert kube.calls[-1] == ("delete_job", "workflow-run-31-2", "desp-workflows", "Background")
+    assert executor.poll(handle) == -15
+
+
+def test_a_run_spec_without_the_profile_definition_is_refused(executor):
+    with pytest.raises(TypeError, match="profile store"):
+        executor.job_manifest(RunSpec(run_id=1, workflow_id=1, user="u", notebook=parameterised_notebook(),
+                                      parameters={}, run_dir=Path("/tmp/x")))  # fmt: skip

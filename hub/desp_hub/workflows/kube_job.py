@@ -20,13 +20,17 @@ privilege escalation:
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import hashlib
 import json
 import re
+import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
-from traitlets import Dict, Integer, List, Unicode
+from traitlets import Dict, Float, Integer, List, Unicode
 from traitlets.config import LoggingConfigurable
 
 from desp_hub.kube import GPU_RESOURCE
@@ -34,6 +38,7 @@ from desp_hub.profiles import Profile, profile_environment
 
 __all__ = [
     "INPUT_DIR",
+    "JobHandle",
     "KubernetesJobExecutor",
     "MAX_CONFIG_MAP_BYTES",
     "NotebookTooLarge",
@@ -90,8 +95,40 @@ def _spec_value(run_spec: Any, name: str, default: Any = None) -> Any:
     return getattr(run_spec, name, default)
 
 
+@dataclasses.dataclass
+class JobHandle:
+    """An attempt running as a Job: its name, and its exit code once Kubernetes reports the Job finished."""
+
+    name: str
+    namespace: str
+    exit_code: int | None = None
+    checked: float = 0.0  # time.monotonic() of the last status request
+    pending: Any = None  # the status request in flight (a concurrent.futures.Future)
+
+
+def exit_code_of(job: Any) -> int | None:
+    """0 when the Job succeeded, 1 when it failed (including its deadline), None while it runs."""
+    status = getattr(job, "status", None)
+    if status is None:
+        return None
+    if (status.succeeded or 0) >= 1:
+        return 0
+    conditions = status.conditions or []
+    if (status.failed or 0) >= 1 or any(c.type == "Failed" and c.status == "True" for c in conditions):
+        return 1
+    return None
+
+
 class KubernetesJobExecutor(LoggingConfigurable):
-    """Runs each workflow run as a Kubernetes Job (papermill in the profile's image); configured with traitlets."""
+    """Runs each attempt of a workflow run as a Kubernetes Job (papermill in the profile's image).
+
+    An `Executor` of `desp_hub.workflows.executors` (set `c.WorkflowRunner.executor_class` to this class): `start`
+    creates the ConfigMap and the Job (the ConfigMap then belongs to the Job, so Kubernetes deletes it with it),
+    `poll` answers at once from the last known status and asks for a fresh one in the background every
+    `status_interval_seconds`, `kill` deletes the Job and its pod. The Kubernetes API is called from a private event
+    loop in a thread (kubernetes_asyncio), configured in the cluster from the pod's service account, else from
+    the kubeconfig.
+    """
 
     namespace = Unicode(
         "desp-workflows",
@@ -140,6 +177,12 @@ class KubernetesJobExecutor(LoggingConfigurable):
         help="Seconds Kubernetes keeps a finished Job (and its pod's log) before deleting it; the results are on the "
         "runs volume already. 0 keeps nothing.",
     ).tag(config=True)
+
+    status_interval_seconds = Float(
+        2.0, help="Seconds between two status requests for a running Job (poll answers from the last one)."
+    ).tag(config=True)
+
+    api_timeout_seconds = Float(30.0, help="Timeout of one Kubernetes API request, in seconds.").tag(config=True)
 
     image_pull_secrets = List(
         Unicode(), help="Names of image pull secrets for the profiles' images (private registries)."
@@ -320,3 +363,100 @@ class KubernetesJobExecutor(LoggingConfigurable):
             "metadata": {"name": name, "namespace": self.namespace, "labels": labels, "annotations": annotations},
             "spec": job_spec,
         }
+
+    # ------------------------------------------------------------------------------------------- API calls
+
+    _loop: asyncio.AbstractEventLoop | None = None
+    _apis: tuple[Any, Any] | None = None  # (CoreV1Api, BatchV1Api); tests may set their own
+
+    def _call(self, make_coroutine) -> Any:
+        """Run `make_coroutine(core, batch)` on the private loop and wait for its result."""
+        return self._submit(make_coroutine).result(self.api_timeout_seconds + 5)
+
+    def _submit(self, make_coroutine):
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+            threading.Thread(target=self._loop.run_forever, name="kube-jobs", daemon=True).start()
+
+        async def call():
+            core, batch = await self._clients()
+            return await asyncio.wait_for(make_coroutine(core, batch), self.api_timeout_seconds)
+
+        return asyncio.run_coroutine_threadsafe(call(), self._loop)
+
+    async def _clients(self) -> tuple[Any, Any]:
+        if self._apis is None:
+            from kubernetes_asyncio import client, config
+
+            try:
+                config.load_incluster_config()
+            except config.ConfigException:
+                await config.load_kube_config()
+            api = client.ApiClient()
+            self._apis = (client.CoreV1Api(api), client.BatchV1Api(api))
+        return self._apis
+
+    def start(self, spec: Any) -> JobHandle:
+        config_map, job = self.config_map_manifest(spec), self.job_manifest(spec)
+        namespace, name = self.namespace, job["metadata"]["name"]
+
+        async def create(core, batch):
+            await core.create_namespaced_config_map(namespace, config_map)
+            created = await batch.create_namespaced_job(namespace, job)
+            owner = {"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": created.metadata.uid}
+            await core.patch_namespaced_config_map(name, namespace, {"metadata": {"ownerReferences": [owner]}})
+
+        self._call(create)
+        self.log.info("Run %s attempt %s started: Job %s/%s", spec.run_id, spec.attempt, namespace, name)
+        return JobHandle(name, namespace, checked=time.monotonic())
+
+    def _refresh(self, handle: JobHandle) -> None:
+        """Ask for the Job's status in the background (one request at a time per handle)."""
+        if handle.pending is not None and not handle.pending.done():
+            return
+        handle.checked = time.monotonic()
+        handle.pending = self._submit(
+            lambda core, batch: batch.read_namespaced_job_status(handle.name, handle.namespace)
+        )
+
+        def record(future):
+            try:
+                handle.exit_code = exit_code_of(future.result())
+            except Exception as error:  # the next poll asks again
+                self.log.warning("Job %s: status not read: %s", handle.name, error)
+
+        handle.pending.add_done_callback(record)
+
+    def poll(self, handle: JobHandle) -> int | None:
+        if handle.exit_code is None and time.monotonic() - handle.checked >= self.status_interval_seconds:
+            self._refresh(handle)
+        return handle.exit_code
+
+    def wait(self, handle: JobHandle, timeout: float | None = None) -> int | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while handle.exit_code is None and (deadline is None or time.monotonic() < deadline):
+            handle.checked = 0.0
+            self.poll(handle)
+            if handle.pending is not None:
+                try:
+                    handle.pending.result(self.api_timeout_seconds + 5)
+                except Exception:
+                    pass
+            if handle.exit_code is None:
+                left = self.status_interval_seconds if deadline is None else deadline - time.monotonic()
+                time.sleep(max(0.0, min(self.status_interval_seconds, left)))
+        return handle.exit_code
+
+    def kill(self, handle: JobHandle) -> None:
+        """Delete the Job and its pod (its ConfigMap goes with it); an attempt killed before its end failed."""
+
+        async def delete(core, batch):
+            try:
+                await batch.delete_namespaced_job(handle.name, handle.namespace, propagation_policy="Background")
+            except Exception as error:
+                if getattr(error, "status", None) != 404:
+                    raise
+
+        self._call(delete)
+        if handle.exit_code is None:
+            handle.exit_code = -15
