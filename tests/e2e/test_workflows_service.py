@@ -20,7 +20,7 @@ from desp_lab.accounting import Accounting
 from desp_lab.trace import TraceClient, hash_file
 from tests.e2e.hubclient import HubSession
 from tests.e2e.stack import start_hub
-from tests.support import free_port, wait_for_http
+from tests.support import free_port
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -95,9 +95,17 @@ def client_of(hub_url, username):
     return Client(hub_url, username, session.new_token()), session
 
 
-def service_log(data_dir):
-    with open(os.path.join(data_dir, "logs", "hub.log"), errors="replace") as log:
-        return log.read()
+def wait_for_service(hub_url, timeout=180):
+    """Until the service itself answers (401 to an anonymous call; the proxy answers 503 while it starts)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if requests.get(f"{hub_url}/services/workflows/api/workflows", timeout=10).status_code == 401:
+                return
+        except requests.ConnectionError:
+            pass
+        assert time.monotonic() < deadline, f"the workflows service did not answer within {timeout} s"
+        time.sleep(0.5)
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +118,7 @@ def hub(tmp_path_factory):
         extra_env={"DESP_WORKFLOWS_MAX_RUNS": "2", "DESP_WORKFLOWS_MAX_RUNS_PER_USER": "1"},
     )  # fmt: skip
     try:
-        wait_for_http(f"{running.url}/services/workflows/api/workflows", timeout=120)
+        wait_for_service(running.url)
         yield running
     finally:
         running.stop()
@@ -419,7 +427,7 @@ def test_an_interval_schedule_ticks_once_per_tick_across_a_service_restart(tmp_p
     env = {"DESP_WORKFLOWS_MISSED_GRACE": str(GRACE)}
     hub = start_hub(data_dir, port=port, idp_port=idp_port, extra_env=env)
     try:
-        wait_for_http(f"{hub.url}/services/workflows/api/workflows", timeout=120)
+        wait_for_service(hub.url)
         client, _ = client_of(hub.url, "researcher")
         workflow = client.publish("ticking", notebook("open('tick.csv', 'w').write(str(n))", parameters="n = 0"),
                                   outputs=["tick.csv"])  # fmt: skip
@@ -430,7 +438,7 @@ def test_an_interval_schedule_ticks_once_per_tick_across_a_service_restart(tmp_p
         hub.stop()
         time.sleep(3 * INTERVAL)  # the service is down for at least two ticks
         hub = start_hub(data_dir, port=port, idp_port=idp_port, extra_env=env)
-        wait_for_http(f"{hub.url}/services/workflows/api/workflows", timeout=120)
+        wait_for_service(hub.url)
         before = len(ticks_of(client, workflow["id"]))
         wait_ticks(client, workflow["id"], before + 3)
         disabled = client("PUT", f"api/workflows/{workflow['id']}/schedule",

@@ -27,6 +27,7 @@ import asyncio
 import datetime
 import importlib.util
 import json
+import logging
 import mimetypes
 import os
 import re
@@ -42,12 +43,14 @@ from tornado import web
 from traitlets import Integer, Unicode, default
 from traitlets.config import Application
 
-from desp_hub.services.profiles_service import ApiError, JsonErrorsMixin, NotFoundHandler, log_request
+from desp_hub.services.profiles_service import ApiError, JsonErrorsMixin, NotFoundHandler
 from desp_hub.workflows import scheduler
 from desp_hub.workflows.notebook import NotebookError, Parameter, content_hash, declared_parameters, read_notebook
 from desp_hub.workflows.parameters import ParameterError, validate
 from desp_hub.workflows.runner import ProfileDirectory, WorkflowRunner
 from desp_hub.workflows.store import NameTaken, NotFound, WorkflowStore
+
+log = logging.getLogger("desp_hub.services.workflows")
 
 SERVICE_NAME = "workflows"
 JSON_TYPE = "application/json; charset=UTF-8"
@@ -232,10 +235,38 @@ def check_id(text: str, what: str) -> int:
     return int(text)
 
 
+def log_request(handler: web.RequestHandler) -> None:
+    """Access log line without the query string (which may carry a token)."""
+    status = handler.get_status()
+    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+    request = handler.request
+    log.log(level, "%d %s %s (%s) %.2fms", status, request.method, request.path, request.remote_ip,
+            1000 * request.request_time())
+
+
 # --- handlers -------------------------------------------------------------------------------------------------------
 
 
-class BaseHandler(JsonErrorsMixin, HubOAuthenticated, web.RequestHandler):
+class ErrorsMixin(JsonErrorsMixin):
+    """JSON errors (the profiles service's), naming this service when it fails."""
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        error = kwargs.get("exc_info", (None, None, None))[1]
+        if status_code >= 500 and not isinstance(error, ApiError):
+            self.set_header("Content-Type", JSON_TYPE)
+            self.clear_header("Content-Disposition")
+            self.clear_header("Content-Security-Policy")
+            message = "The workflows service failed to handle this request; see the service log."
+            self.finish(json.dumps({"message": message, "field": None}))
+            return
+        super().write_error(status_code, **kwargs)
+
+    def allowed_methods(self) -> list[str]:
+        return [m for m in ("GET", "POST", "PUT", "PATCH", "DELETE")
+                if getattr(type(self), m.lower()) is not getattr(web.RequestHandler, m.lower())]
+
+
+class BaseHandler(ErrorsMixin, HubOAuthenticated, web.RequestHandler):
     """Identifies the caller through the hub (their own token); JSON helpers; store calls in worker threads."""
 
     def initialize(self, service: WorkflowsService):
@@ -344,40 +375,6 @@ class BaseHandler(JsonErrorsMixin, HubOAuthenticated, web.RequestHandler):
         return slug
 
 
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-class OAuthCallbackHandler(HubOAuthCallbackHandler):
-    @property
-    def hub_auth(self) -> HubOAuth:
-        return self.settings["hub_auth"]
-
-
-class WorkflowsHandler(BaseHandler):
-    async def get(self):
-        caller = self.caller
-        workflows = await self.call(self.store.list_workflows, caller["name"], caller.get("groups") or ())
-        ids = [w["id"] for w in workflows]
-        latest = await self.call(self.store.latest_versions, ids)
-        schedules = await self.call(self.store.schedules_of, ids)
-        self.write_json({"workflows": [
-            workflow_model(w, latest[w["id"]], schedules.get(w["id"]), caller) for w in workflows if w["id"] in latest
-        ]})  # fmt: skip
-
-    async def post(self):
-        caller = self.caller
-        body = self.json_object(WORKFLOW_FIELDS)
-        if "name" not in body:
-            raise ApiError(400, "name is required", field="name")
-        notebook, sha256, parameters = check_notebook(body.get("notebook"))
-        fields = await self.workflow_fields(body, defaults=True)
-        workflow = await self.call(
-            self.store.create_workflow, caller["name"], fields, notebook, sha256, [p.to_dict() for p in parameters]
-        )
-        self.set_header("Location", url_path_join(self.request.path, str(workflow["id"])))
-        self.write_json(await self.model(workflow), status=201)
-
     async def workflow_fields(self, body: Mapping[str, Any], *, defaults: bool,
                               current: Mapping[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
         """Checked store fields from a POST (with defaults) or PATCH (only what is given) body."""
@@ -422,6 +419,39 @@ class WorkflowsHandler(BaseHandler):
                 raise ApiError(400, f"you are not a member of the group {group!r}", field="group")
         return fields
 
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+class OAuthCallbackHandler(HubOAuthCallbackHandler):
+    @property
+    def hub_auth(self) -> HubOAuth:
+        return self.settings["hub_auth"]
+
+
+class WorkflowsHandler(BaseHandler):
+    async def get(self):
+        caller = self.caller
+        workflows = await self.call(self.store.list_workflows, caller["name"], caller.get("groups") or ())
+        ids = [w["id"] for w in workflows]
+        latest = await self.call(self.store.latest_versions, ids)
+        schedules = await self.call(self.store.schedules_of, ids)
+        self.write_json({"workflows": [
+            workflow_model(w, latest[w["id"]], schedules.get(w["id"]), caller) for w in workflows if w["id"] in latest
+        ]})  # fmt: skip
+
+    async def post(self):
+        caller = self.caller
+        body = self.json_object(WORKFLOW_FIELDS)
+        if "name" not in body:
+            raise ApiError(400, "name is required", field="name")
+        notebook, sha256, parameters = check_notebook(body.get("notebook"))
+        fields = await self.workflow_fields(body, defaults=True)
+        workflow = await self.call(
+            self.store.create_workflow, caller["name"], fields, notebook, sha256, [p.to_dict() for p in parameters]
+        )
+        self.set_header("Location", url_path_join(self.request.path, str(workflow["id"])))
+        self.write_json(await self.model(workflow), status=201)
 
 class WorkflowHandler(BaseHandler):
     async def get(self, workflow_id: str):
@@ -707,6 +737,8 @@ class WorkflowsService(Application):
         return page_handlers(route, args)
 
     def start(self) -> None:
+        logging.basicConfig(level=logging.INFO, format=self.log_format, datefmt=self.log_datefmt)
+        self.log = log  # one logger (and format) for the service, its runner and the access log
         self.setup()
         url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:10102"))
         prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", f"/services/{SERVICE_NAME}/")

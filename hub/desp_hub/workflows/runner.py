@@ -308,7 +308,13 @@ class WorkflowRunner(LoggingConfigurable):
         )
         for run in claimed:
             try:
-                self.active[run["id"]] = await asyncio.to_thread(self._start_attempt, run)
+                spec = await asyncio.to_thread(self._prepare_attempt, run)
+                # started from the loop's own (main) thread: the child's "die with the parent" signal is tied to the
+                # thread that forked it, and worker threads may come and go
+                handle = self.executor.start(spec)
+                started = time.monotonic()
+                self.active[run["id"]] = Attempt(run=run, spec=spec, handle=handle, started=started,
+                                                 deadline=started + spec.timeout_seconds)  # fmt: skip
             except Exception as error:
                 self.log.exception("Run %s could not start", run["id"])
                 await asyncio.to_thread(self._fail_to_start, run, error)
@@ -329,7 +335,8 @@ class WorkflowRunner(LoggingConfigurable):
             kernel_name=self.profile_kernels.get(run["profile"], self.kernel_name), env=env,
         )  # fmt: skip
 
-    def _start_attempt(self, run: dict[str, Any]) -> Attempt:
+    def _prepare_attempt(self, run: dict[str, Any]) -> RunSpec:
+        """The run's directory with its input notebook, and the attempt's spec."""
         spec = self.spec(run)
         spec.run_dir.mkdir(parents=True, exist_ok=True)
         nbformat.write(nbformat.from_dict(spec.notebook), str(spec.input_notebook))
@@ -338,9 +345,7 @@ class WorkflowRunner(LoggingConfigurable):
         price = self.profiles.price(run["profile"])
         self.store.update_run(run["id"], log_path=str(spec.log_path),
                               dcu_per_hour=str(price) if price is not None else None)  # fmt: skip
-        handle = self.executor.start(spec)
-        started = time.monotonic()
-        return Attempt(run=run, spec=spec, handle=handle, started=started, deadline=started + spec.timeout_seconds)
+        return spec
 
     def _fail_to_start(self, run: Mapping[str, Any], error: Exception) -> None:
         self.store.update_run(
