@@ -87,3 +87,14 @@ def test_options_beyond_the_limits_are_refused_with_the_reason(asked, message):
     with pytest.raises(ValueError) as refusal:
         options.get_configuration(options.parse_options(asked), None)
     assert str(refusal.value) == message
+
+
+def test_both_backends_offer_the_desp_options_and_record_the_desp_configuration():
+    from desp_hub.dask_gateway.backend import DespLocalBackend
+    from desp_hub.dask_gateway.kube_backend import DespKubeBackend, DespKubeClusterConfig
+
+    local = DespLocalBackend()
+    assert local.cluster_options == local.options_for and local.cluster_config_class is DespClusterConfig
+    kube = DespKubeBackend()
+    assert kube.cluster_options == kube.options_for and kube.cluster_config_class is DespKubeClusterConfig
+    assert "max_workers_source" in DespKubeClusterConfig().to_dict()

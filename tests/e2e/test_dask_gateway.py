@@ -2,10 +2,11 @@
 
 A user's kernel, on a server spawned by the hub, calls `Gateway()` with no argument (the server's environment
 names the gateway and its token may access it), creates a cluster, scales it to the limit of the user's realm role
-(researcher: stack-dask-low, 2 workers), computes on sample data and shuts down; asking for more is refused with the
+(researcher: stack-dask-low, 2 workers; its server's profile `standard` allows 1 GiB per worker), computes on sample data and shuts down; asking for more is refused with the
 reason. A user without a Dask role is refused. Each worker's hours are debited once in the ledger.
 """
 
+import json
 import time
 
 import pytest
@@ -18,8 +19,12 @@ from tests.e2e.stack import start_hub
 
 pytestmark = pytest.mark.timeout(900)
 
+# gc.collect() after each refusal: a refused new_cluster leaves dask-gateway's internal Gateway to the garbage
+# collector, and if that runs on the client's event-loop thread, Gateway.__del__ waits on that very loop (an
+# upstream bug of dask-gateway 2026.3 with distributed 2026.8: the kernel hangs). Collected here, on the kernel's
+# main thread, it closes cleanly.
 KERNEL_CODE = """
-import warnings
+import gc
 import dask.array as da
 from dask_gateway import Gateway
 
@@ -29,6 +34,13 @@ try:
     too_many_cores = ""
 except ValueError as refusal:
     too_many_cores = str(refusal)
+gc.collect()
+try:
+    gateway.new_cluster(worker_memory=1.5)
+    too_much_memory = ""
+except ValueError as refusal:
+    too_much_memory = str(refusal)
+gc.collect()
 cluster = gateway.new_cluster()
 cluster.scale(2)
 client = cluster.get_client()
@@ -43,13 +55,16 @@ workers = len(client.scheduler_info()["workers"])
 name = cluster.name
 client.close()
 cluster.shutdown()
-(name, total, workers, too_many_cores, too_many_workers, [c.name for c in gateway.list_clusters()])
+(name, total, workers, too_many_cores, too_much_memory, too_many_workers, [c.name for c in gateway.list_clusters()])
 """
 
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
-    running = start_hub(str(tmp_path_factory.mktemp("dask-gateway")), with_accounting=True)
+    # the standard profile narrows the memory per worker of every role (DespDaskLimits.profile_limits)
+    profile_limits = json.dumps({"standard": {"max_worker_memory_gib": 1}})
+    running = start_hub(str(tmp_path_factory.mktemp("dask-gateway")), with_accounting=True,
+                        extra_env={"DESP_DASK_PROFILE_LIMITS": profile_limits})  # fmt: skip
     try:
         yield running
     finally:
@@ -79,10 +94,11 @@ def test_a_kernel_scales_a_cluster_to_its_role_limit_computes_and_is_metered_onc
     assert {"desp-python", "desp-python-dask"} <= set(kernelspecs)
 
     result = run_in_kernel(hub.url, "researcher", token, KERNEL_CODE, timeout=400)
-    name, total, workers, too_many_cores, too_many_workers, left = eval(result)  # noqa: S307 (a tuple's repr)
+    name, total, workers, too_many_cores, too_much_memory, too_many_workers, left = eval(result)  # noqa: S307 (a tuple's repr)
     assert total == 499999500000
     assert workers == 2
     assert too_many_cores == "at most 1 core per worker for role stack-dask-low (asked for 4)"
+    assert too_much_memory == "at most 1 GiB of memory per worker for profile standard (asked for 1.5 GiB)"
     assert too_many_workers == "at most 2 workers for role stack-dask-low (asked for 3)"
     assert left == []
 

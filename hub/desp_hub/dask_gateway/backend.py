@@ -23,6 +23,7 @@ from aiohttp import web
 from dask_gateway_server.backends.db_base import JobStatus
 from dask_gateway_server.backends.local import UnsafeLocalBackend
 from traitlets import Float, Instance, Unicode, default
+from traitlets.config import LoggingConfigurable
 
 from desp_hub.metering import DespMetering, deliver_pending
 
@@ -33,25 +34,11 @@ from .options import cluster_options
 SCALE_PATH = re.compile(r"/api/v1/clusters/(?P<name>[^/]+)/(?P<action>scale|adapt)$")
 
 
-class DespLocalBackend(UnsafeLocalBackend):
-    """UnsafeLocalBackend with per-role and per-profile limits, clear refusals and worker-hours metering."""
-
-    usage_db_url = Unicode(
-        config=True,
-        help="""
-        SQLAlchemy URL of the outbox of worker debits (created on first use). Empty: `dask-usage.sqlite` in the
-        gateway's working directory.
-        """,
-    )
-
-    delivery_period = Float(10, min=0.5, config=True, help="Seconds between two deliveries of queued worker debits.")
+class DespGatewayMixin(LoggingConfigurable):
+    """What DESP adds to any dask-gateway backend (local here, Kubernetes in the chart: `kube_backend`): cluster
+    options and limits per user, and refusals with the reason beyond the number of workers."""
 
     limits = Instance(DespDaskLimits)
-    metering = Instance(DespMetering)
-
-    @default("cluster_config_class")
-    def _desp_cluster_config_class(self):
-        return "desp_hub.dask_gateway.options.DespClusterConfig"
 
     @default("cluster_options")
     def _desp_cluster_options(self):
@@ -60,10 +47,6 @@ class DespLocalBackend(UnsafeLocalBackend):
     @default("limits")
     def _default_limits(self):
         return DespDaskLimits(parent=self)
-
-    @default("metering")
-    def _default_metering(self):
-        return DespMetering(parent=self)
 
     async def options_for(self, user):
         """The cluster options of `user`: their limits (role, running servers' profiles) as options."""
@@ -75,15 +58,13 @@ class DespLocalBackend(UnsafeLocalBackend):
             raise web.HTTPForbidden(reason=str(refusal)) from None
         return cluster_options(limits)
 
-    # -- refusals beyond the number of workers ------------------------------------------------------------------
-
     @web.middleware
     async def refuse_beyond_max_workers(self, request, handler):
         """422 with the reason for a scale/adapt request beyond the cluster's `cluster_max_workers`."""
         match = SCALE_PATH.search(request.path) if request.method == "POST" else None
         if match is None:
             return await handler(request)
-        cluster = self.db.get_cluster(match["name"])
+        cluster = await self.get_cluster(match["name"])
         if cluster is None:
             return await handler(request)
         try:
@@ -99,6 +80,34 @@ class DespLocalBackend(UnsafeLocalBackend):
             return web.json_response({"error": message}, status=422)
         return await handler(request)
 
+    async def setup(self, app):
+        app.middlewares.append(self.refuse_beyond_max_workers)
+        await super().setup(app)
+
+
+class DespLocalBackend(DespGatewayMixin, UnsafeLocalBackend):
+    """UnsafeLocalBackend with per-role and per-profile limits, clear refusals and worker-hours metering."""
+
+    usage_db_url = Unicode(
+        config=True,
+        help="""
+        SQLAlchemy URL of the outbox of worker debits (created on first use). Empty: `dask-usage.sqlite` in the
+        gateway's working directory.
+        """,
+    )
+
+    delivery_period = Float(10, min=0.5, config=True, help="Seconds between two deliveries of queued worker debits.")
+
+    metering = Instance(DespMetering)
+
+    @default("cluster_config_class")
+    def _desp_cluster_config_class(self):
+        return "desp_hub.dask_gateway.options.DespClusterConfig"
+
+    @default("metering")
+    def _default_metering(self):
+        return DespMetering(parent=self)
+
     # -- metering -----------------------------------------------------------------------------------------------
 
     @default("usage_db_url")
@@ -106,7 +115,6 @@ class DespLocalBackend(UnsafeLocalBackend):
         return f"sqlite:///{os.path.join(os.getcwd(), 'dask-usage.sqlite')}"
 
     async def setup(self, app):
-        app.middlewares.append(self.refuse_beyond_max_workers)
         self.outbox = UsageOutbox(self.usage_db_url) if self.metering.enabled else None
         self._deliveries = asyncio.ensure_future(self._deliver_loop()) if self.outbox else None
         await super().setup(app)

@@ -12,15 +12,16 @@ from dask_gateway_server.backends.local import LocalClusterConfig
 from dask_gateway_server.options import Float, Integer, Options
 from traitlets import Float as FloatTrait
 from traitlets import Unicode
+from traitlets.config import Configurable
 
 from .limits import GIB, DaskLimits
 
 DEFAULT_WORKER_MEMORY_GIB = 2.0
 
 
-class DespClusterConfig(LocalClusterConfig):
-    """A cluster's configuration, recorded with the cluster when it is created (so later changes of the settings
-    apply to new clusters only)."""
+class DespClusterConfigMixin(Configurable):
+    """What DESP adds to a cluster's configuration, recorded with the cluster when it is created (so later changes
+    of the settings apply to new clusters only)."""
 
     max_workers_source = Unicode(
         "",
@@ -37,6 +38,10 @@ class DespClusterConfig(LocalClusterConfig):
         `dcu_per_core_hour * worker_cores * h` DCU (desp_hub.dask_gateway.metering). 0: Dask is free.
         """,
     )
+
+
+class DespClusterConfig(DespClusterConfigMixin, LocalClusterConfig):
+    """A cluster's configuration on the local backend (processes on this machine)."""
 
 
 def cluster_options(limits: DaskLimits) -> Options:
