@@ -140,11 +140,15 @@ def admin(hub):
 
 
 PRODUCT = notebook(
-    "import csv, json\n"
+    "import base64, csv, json, os\n"
+    "from desp_lab.credentials import access_token\n"
+    "claims = access_token().split('.')[1]\n"
+    "user = json.loads(base64.urlsafe_b64decode(claims + '=' * (-len(claims) % 4)))['preferred_username']\n"
     "with open('values.csv', 'w', newline='') as f:\n"
     "    w = csv.writer(f)\n"
     "    w.writerow(['name', 'repr', 'type'])\n"
-    "    for name, value in [('year', year), ('scale', scale), ('label', label), ('flag', flag), ('areas', areas)]:\n"
+    "    for name, value in [('year', year), ('scale', scale), ('label', label), ('flag', flag), ('areas', areas),\n"
+    "                        ('token_of', user), ('hub_token', 'JUPYTERHUB_API_TOKEN' in os.environ)]:\n"
     "        w.writerow([name, repr(value), type(value).__name__])",
     "import matplotlib.pyplot as plt\n"
     "fig, ax = plt.subplots(figsize=(2, 2))\n"
@@ -182,6 +186,8 @@ def test_publish_run_with_typed_parameters_results_traced_and_debited(hub, resea
     assert rows["scale"]["repr"] == "2.0" and rows["scale"]["type"] == "float"
     assert rows["label"]["repr"] == repr(INJECTION) and rows["label"]["type"] == "str"
     assert rows["flag"]["repr"] == "True" and rows["areas"]["repr"] == "['a', 'b']"
+    # the run reads data as its user (their DESP token), and never holds the service's hub token
+    assert rows["token_of"]["repr"] == "'researcher'" and rows["hub_token"]["repr"] == "False"
     run_dir = os.path.join(hub.data_dir, "hub", "workflows", "runs", str(run["id"]))
     assert not os.path.exists(os.path.join(run_dir, "hacked"))
 

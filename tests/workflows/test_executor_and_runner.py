@@ -45,7 +45,8 @@ def test_papermill_gets_the_exact_values_and_no_service_secret(tmp_path, monkeyp
         parameters="texts = []\nnumber = 0\nratio = 0.0\nflag = False\ntable = {}",
     )
     values = {"texts": TRICKY, "number": 2**40, "ratio": 0.1, "flag": True, "table": {"k'\"": TRICKY}}
-    run = spec(tmp_path, nb, values, env={"DESP_CATALOGUE_URL": "http://catalogue/stac"})
+    run = spec(tmp_path, nb, values, env={"DESP_CATALOGUE_URL": "http://catalogue/stac"}, access_token="users-token")
+    assert "users-token" not in repr(run)
     executor = LocalProcessExecutor()
     handle = executor.start(run)
     assert executor.wait(handle, 300) == 0, (run.run_dir / "run.log").read_text()
@@ -58,6 +59,8 @@ def test_papermill_gets_the_exact_values_and_no_service_secret(tmp_path, monkeyp
     assert "client-secret" not in json.dumps(env) and "hub-token-of-the-service" not in json.dumps(env)
     assert env["DESP_CATALOGUE_URL"] == "http://catalogue/stac" and env["DESP_RUN_USER"] == "alice"
     assert env["HOME"] == str(run.run_dir / ".home")
+    assert env["DESP_ACCESS_TOKEN"] == "users-token"  # the run's user's token, for data access as them
+    assert "users-token" not in (run.run_dir / "parameters.yaml").read_text()
 
 
 def test_kill_stops_papermill_and_its_kernel(tmp_path):

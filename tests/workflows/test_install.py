@@ -22,6 +22,7 @@ def test_roles_scopes_and_server_environment(monkeypatch):
     (service,) = c.JupyterHub.services
     assert service["name"] == "workflows" and service["url"] == "http://127.0.0.1:1234"
     assert service["oauth_no_confirm"] is True
+    assert service["oauth_client_allowed_scopes"] == ["admin:auth_state!user"]  # a browser user's own token
     roles = {role["name"]: role for role in c.JupyterHub.load_roles}
     assert roles["workflows-service"]["scopes"] == []  # callers are identified with their own tokens
     assert roles["user"]["scopes"] == ["self", "admin:auth_state!user", "access:services!service=workflows"]

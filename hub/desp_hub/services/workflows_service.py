@@ -365,6 +365,22 @@ class BaseHandler(ErrorsMixin, HubOAuthenticated, web.RequestHandler):
             raise ApiError(404, f"there is no run {run_id}")
         return run
 
+    async def caller_access_token(self) -> str:
+        """The caller's current DESP access token (their auth_state, read with their own hub token, which the hub
+        refreshes as it answers), so their run reads data as them; "" when the token may not read it."""
+        from desp_lab.credentials import CredentialsError, access_token
+
+        hub_token = self.hub_auth.get_token(self)
+        if not hub_token:
+            return ""
+        environ = {"JUPYTERHUB_API_URL": self.hub_auth.api_url, "JUPYTERHUB_API_TOKEN": hub_token,
+                   "JUPYTERHUB_USER": self.caller["name"]}  # fmt: skip
+        try:
+            return await asyncio.to_thread(access_token, environ)
+        except (CredentialsError, OSError, ValueError) as error:
+            log.info("No DESP access token for %s's run (%s): it runs without one", self.caller["name"], error)
+            return ""
+
     async def check_profile(self, slug: Any, field: str = "profile") -> str:
         """The profile must exist and the caller must be entitled to it (when the service knows the profiles)."""
         if not isinstance(slug, str) or not slug:
@@ -526,6 +542,9 @@ class RunsHandler(BaseHandler):
                            field=error.field) from None  # fmt: skip
         await self.check_profile(workflow["profile"])
         run = await self.call(self.store.create_run, workflow["id"], version["number"], caller["name"], values)
+        token = await self.caller_access_token()
+        if token:
+            self.runner.access_tokens[run["id"]] = token
         self.runner.wake()
         self.set_header("Location", url_path_join(self.settings["service_prefix"], f"api/runs/{run['id']}"))
         self.write_json(run_model(run, self.settings["service_prefix"]), status=202)

@@ -60,6 +60,9 @@ class RunSpec:
     attempt: int = 1
     kernel_name: str = "python3"
     env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # the run's user's DESP access token, when the service could get one (a run asked for in person); a secret:
+    # the local executor puts it in the run's DESP_ACCESS_TOKEN, never in a file
+    access_token: str = dataclasses.field(default="", repr=False)
 
     @property
     def input_notebook(self) -> Path:
@@ -138,6 +141,8 @@ class LocalProcessExecutor(LoggingConfigurable):
         )
         env.update(self.extra_env)
         env.update({str(k): str(v) for k, v in spec.env.items()})
+        if spec.access_token:
+            env["DESP_ACCESS_TOKEN"] = spec.access_token  # desp_lab.credentials reads it outside a user's server
         return env
 
     def start(self, spec: RunSpec) -> ProcessHandle:

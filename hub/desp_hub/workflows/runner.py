@@ -231,6 +231,8 @@ class WorkflowRunner(LoggingConfigurable):
         self.profiles = profiles or ProfileDirectory("")
         self.executor = self.executor_class(parent=self)
         self.active: dict[int, Attempt] = {}
+        # DESP access tokens of runs asked for in person (memory only: a restart or a schedule runs without one)
+        self.access_tokens: dict[int, str] = {}
         self.finishing: set[asyncio.Task] = set()
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -333,6 +335,7 @@ class WorkflowRunner(LoggingConfigurable):
             profile=self.profiles.profile(run["profile"]), timeout_seconds=run["timeout_seconds"],
             retries=run["retries"], attempt=run["attempt"],
             kernel_name=self.profile_kernels.get(run["profile"], self.kernel_name), env=env,
+            access_token=self.access_tokens.get(run["id"], ""),
         )  # fmt: skip
 
     def _prepare_attempt(self, run: dict[str, Any]) -> RunSpec:
@@ -392,6 +395,7 @@ class WorkflowRunner(LoggingConfigurable):
             self.store.update_run(run["id"], expected_status=RUNNING, status=QUEUED, **values)
             self.wake_threadsafe()
             return
+        self.access_tokens.pop(run["id"], None)
         values.update(status=status, finished_at=utcnow())
         if status == SUCCEEDED and self.trace_url and outputs:
             values["outputs"], values["trace_error"] = self._trace(run, files, outputs)
