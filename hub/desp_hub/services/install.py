@@ -572,6 +572,8 @@ def install_workflows_service(
         "command": command,
         "environment": environment,
         "oauth_no_confirm": True,
+        # a browser user's OAuth token may read their own auth_state: a run they ask for reads data as them
+        "oauth_client_allowed_scopes": ["admin:auth_state!user"],
     }
     role = {
         "name": WORKFLOWS_ROLE,
