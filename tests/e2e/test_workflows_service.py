@@ -396,7 +396,8 @@ def test_bad_input_is_refused_naming_the_field(hub, researcher):
     ]:  # fmt: skip
         response = client("PUT", f"api/workflows/{plain['id']}/schedule", body)
         assert response.status_code == 400 and response.json()["field"] == field, (body, response.text)
-    scheduled = client("PUT", f"api/workflows/{plain['id']}/schedule", {"cron": "0 6 * * 1-5", "timezone": "Europe/Rome"})
+    weekdays = {"cron": "0 6 * * 1-5", "timezone": "Europe/Rome"}
+    scheduled = client("PUT", f"api/workflows/{plain['id']}/schedule", weekdays)
     assert scheduled.status_code == 200, scheduled.text
     assert scheduled.json()["next_tick"].endswith(("T05:00:00Z", "T04:00:00Z"))  # 06:00 in Rome, winter or summer
     assert client("DELETE", f"api/workflows/{plain['id']}/schedule").status_code == 204
@@ -404,7 +405,8 @@ def test_bad_input_is_refused_naming_the_field(hub, researcher):
     # versions: same content is the same version, new content a new one
     same = client("POST", f"api/workflows/{plain['id']}/versions", {"notebook": notebook("print('hello')")})
     assert same.status_code == 200 and same.json()["number"] == 1
-    new = client("POST", f"api/workflows/{plain['id']}/versions", {"notebook": notebook("print('bye')", parameters="n = 2")})
+    changed = notebook("print('bye')", parameters="n = 2")
+    new = client("POST", f"api/workflows/{plain['id']}/versions", {"notebook": changed})
     assert new.status_code == 201 and new.json()["number"] == 2
     assert new.json()["parameters"] == [{"name": "n", "type": "int", "default": 2}]
     assert client("GET", f"api/workflows/{plain['id']}").json()["latest_version"]["number"] == 2

@@ -139,7 +139,8 @@ def test_the_failing_cell_is_counted_in_the_published_notebook():
     ])  # fmt: skip
     assert failing_cell(executed) == {"cell_index": 2, "output_cell_index": 4, "ename": "ZeroDivisionError",
                                       "evalue": "division by zero"}  # fmt: skip
-    timed_out = new_notebook(cells=[new_code_cell("a"), new_code_cell("b", metadata={"papermill": {"status": "running"}})])
+    running = {"papermill": {"status": "running"}}
+    timed_out = new_notebook(cells=[new_code_cell("a"), new_code_cell("b", metadata=running)])
     assert failing_cell(timed_out) == {"cell_index": 1, "output_cell_index": 1}
     assert failing_cell(new_notebook(cells=[new_code_cell("a")])) is None
 

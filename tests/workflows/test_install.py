@@ -43,7 +43,8 @@ def test_the_service_reads_its_command_line_back():
     c = installed(db_url="sqlite:////srv/w.sqlite", data_dir="/srv/runs", profiles_db_url="sqlite:////srv/p.sqlite",
                   trace_url="http://traces", accounting_url="http://acc", token_url="http://idp/token",
                   run_env={"DESP_CACHE_URL": "/cache/{username}", "DESP_CATALOGUE_URL": "http://c/stac?a=b"},
-                  max_concurrent_runs=3, max_concurrent_runs_per_user=1, missed_tick_grace_seconds=5, port=1234)  # fmt: skip
+                  max_concurrent_runs=3, max_concurrent_runs_per_user=1, missed_tick_grace_seconds=5,
+                  port=1234)  # fmt: skip
     command = c.JupyterHub.services[0]["command"]
     assert command[1:3] == ["-m", "desp_hub.services.workflows_service"]
     app = WorkflowsService()

@@ -245,7 +245,8 @@ def test_an_interval_ticks_from_when_it_was_set():
     ({}, "cron"), ({"cron": "61 * * * *"}, "cron"), ({"cron": "* * *"}, "cron"), ({"cron": 5}, "cron"),
     ({"cron": "0 0 30 2 *"}, "cron"), ({"cron": "0 6 * * *", "timezone": "Nowhere/City"}, "timezone"),
     ({"interval_seconds": 0}, "interval_seconds"), ({"interval_seconds": True}, "interval_seconds"),
-    ({"interval_seconds": 1.5}, "interval_seconds"), ({"interval_seconds": 10, "cron": "* * * * *"}, "interval_seconds"),
+    ({"interval_seconds": 1.5}, "interval_seconds"),
+    ({"interval_seconds": 10, "cron": "* * * * *"}, "interval_seconds"),
     ({"interval_seconds": 10, "timezone": "UTC"}, "timezone"),
 ])  # fmt: skip
 def test_invalid_schedules_name_the_field(body, field):

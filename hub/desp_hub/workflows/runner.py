@@ -31,6 +31,7 @@ import dataclasses
 import functools
 import glob
 import os
+import threading
 import time
 from collections.abc import Mapping
 from decimal import Decimal
@@ -156,12 +157,21 @@ def collect_outputs(directory: Path, patterns: list[str]) -> list[dict[str, Any]
     return [{"name": name, "size": size} for name, size in sorted(found.items())]
 
 
-def render_html(notebook_path: Path, html_path: Path) -> None:
-    """The executed notebook as a standalone HTML page (nbconvert's lab template)."""
+@functools.cache
+def _html_exporter():
     from nbconvert import HTMLExporter
 
+    return HTMLExporter(template_name="lab")
+
+
+_html_lock = threading.Lock()
+
+
+def render_html(notebook_path: Path, html_path: Path) -> None:
+    """The executed notebook as a standalone HTML page (nbconvert's lab template; one exporter, kept warm)."""
     notebook = nbformat.read(notebook_path, as_version=4)
-    body, _ = HTMLExporter(template_name="lab").from_notebook_node(notebook)
+    with _html_lock:
+        body, _ = _html_exporter().from_notebook_node(notebook)
     html_path.write_text(body, encoding="utf-8")
 
 
@@ -247,6 +257,7 @@ class WorkflowRunner(LoggingConfigurable):
     # -- lifecycle -------------------------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        await asyncio.to_thread(_html_exporter)  # nbconvert's import and templates, before the first run ends
         requeued = await asyncio.to_thread(self.store.requeue_interrupted)
         if requeued:
             self.log.warning("Runs %s were interrupted by a stop of the service: queued again", requeued)
@@ -351,6 +362,7 @@ class WorkflowRunner(LoggingConfigurable):
         return spec
 
     def _fail_to_start(self, run: Mapping[str, Any], error: Exception) -> None:
+        self.access_tokens.pop(run["id"], None)
         self.store.update_run(
             run["id"], expected_status=RUNNING, status=FAILED, finished_at=utcnow(),
             error={"cell_index": None, "ename": type(error).__name__, "evalue": str(error)},
@@ -436,11 +448,11 @@ class WorkflowRunner(LoggingConfigurable):
         try:
             notebook_hash, _ = trace.hash_file(files.input_notebook)
             source = {"name": f"workflow-{run['workflow_id']}-v{run['version']}.ipynb", "hash": notebook_hash}
+            product = f"{run['username']}/workflows/{run['workflow_id']}/runs/{run['id']}"
             traces = [
-                trace.generate(files.directory / output["name"], inputs=[source],
-                               name=f"{run['username']}/workflows/{run['workflow_id']}/runs/{run['id']}/{output['name']}")
+                trace.generate(files.directory / output["name"], inputs=[source], name=f"{product}/{output['name']}")
                 for output in outputs
-            ]  # fmt: skip
+            ]
             stored = trace.TraceClient(self.trace_url, token=self._token).send(traces)
         except Exception as error:
             self.log.warning("Run %s: outputs not traced: %s", run["id"], error)

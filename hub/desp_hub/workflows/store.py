@@ -271,7 +271,9 @@ class WorkflowStore:
     @staticmethod
     def _workflow(connection: Connection, workflow_id: int) -> dict[str, Any]:
         row = connection.execute(
-            sa.select(workflows_table).where(workflows_table.c.id == workflow_id, workflows_table.c.deleted_at.is_(None))
+            sa.select(workflows_table).where(
+                workflows_table.c.id == workflow_id, workflows_table.c.deleted_at.is_(None)
+            )
         ).first()
         if row is None:
             raise NotFound(f"there is no workflow {workflow_id}")
@@ -361,7 +363,8 @@ class WorkflowStore:
             latest = self._latest_version(connection, workflow_id)
             if latest["sha256"] == sha256:
                 return latest, False
-            self._insert_version(connection, workflow_id, latest["number"] + 1, notebook, sha256, parameters, actor, now)
+            number = latest["number"] + 1
+            self._insert_version(connection, workflow_id, number, notebook, sha256, parameters, actor, now)
             connection.execute(
                 sa.update(workflows_table).where(workflows_table.c.id == workflow_id).values(updated_at=now)
             )
@@ -562,6 +565,10 @@ class WorkflowStore:
         """
         claimed = []
         now = utcnow()
+        with self.reading() as connection:  # the common case, nothing queued, takes no write lock
+            queued = sa.select(runs_table.c.id).where(runs_table.c.status == QUEUED).limit(1)
+            if connection.execute(queued).first() is None:
+                return []
         with self.writing() as connection:
             running = list(connection.execute(
                 sa.select(runs_table.c.username).where(runs_table.c.status == RUNNING)
