@@ -3,7 +3,7 @@
 A user's kernel, on a server spawned by the hub, calls `Gateway()` with no argument (the server's environment
 names the gateway and its token may access it), creates a cluster, scales it to the limit of the user's realm role
 (researcher: stack-dask-low, 2 workers; its server's profile `standard` allows 1 GiB per worker), computes on sample data and shuts down; asking for more is refused with the
-reason. A user without a Dask role is refused. Each worker's hours are debited once in the ledger.
+reason. A user without a Dask role is refused. Each worker's intervals are debited once in the ledger.
 """
 
 import json
@@ -18,6 +18,8 @@ from tests.e2e.hubclient import HubSession, run_in_kernel
 from tests.e2e.stack import start_hub
 
 pytestmark = pytest.mark.timeout(900)
+
+INTERVAL = 4  # seconds per metered interval (servers and Dask workers)
 
 # gc.collect() after each refusal: a refused new_cluster leaves dask-gateway's internal Gateway to the garbage
 # collector, and if that runs on the client's event-loop thread, Gateway.__del__ waits on that very loop (an
@@ -64,7 +66,7 @@ def hub(tmp_path_factory):
     # the standard profile narrows the memory per worker of every role (DespDaskLimits.profile_limits)
     profile_limits = json.dumps({"standard": {"max_worker_memory_gib": 1}})
     running = start_hub(str(tmp_path_factory.mktemp("dask-gateway")), with_accounting=True,
-                        extra_env={"DESP_DASK_PROFILE_LIMITS": profile_limits})  # fmt: skip
+                        metering_interval=INTERVAL, extra_env={"DESP_DASK_PROFILE_LIMITS": profile_limits})  # fmt: skip
     try:
         yield running
     finally:
@@ -102,13 +104,24 @@ def test_a_kernel_scales_a_cluster_to_its_role_limit_computes_and_is_metered_onc
     assert too_many_workers == "at most 2 workers for role stack-dask-low (asked for 3)"
     assert left == []
 
-    # Each of the 2 workers is one debit, delivered once (the outbox is unique on the worker's key).
+    # Each worker's intervals (4 s here) and its final partial one, each debited once (keys fixed per worker and
+    # interval; the outbox is unique on the key).
     outbox = UsageOutbox(f"sqlite:///{hub.data_dir}/hub/dask-usage.sqlite")
-    rows = wait_for(lambda: [r for r in outbox.rows(username="researcher") if r.cluster == name and
-                             r.status == "delivered"] if len(outbox.rows(username="researcher")) >= 2 and
-                    all(r.status == "delivered" for r in outbox.rows(username="researcher")) else None,
-                    120, "the two worker debits to be delivered")  # fmt: skip
-    assert len(rows) == 2 and len({r.worker for r in rows}) == 2
+
+    def cluster_rows():
+        return [row for row in outbox.rows(username="researcher") if row.cluster == name]
+
+    def all_delivered():
+        rows = cluster_rows()
+        finals = [row for row in rows if row.interval_index is None]
+        return rows if len(finals) == 2 and all(row.status == "delivered" for row in rows) else None
+
+    rows = wait_for(all_delivered, 120, "the workers' debits to be delivered")
+    assert len({row.worker for row in rows}) == 2
+    assert len(rows) > 2  # the workers ran longer than one 4-second interval
+    for worker in {row.worker for row in rows}:
+        indexes = sorted(row.interval_index for row in rows if row.worker == worker and row.interval_index is not None)
+        assert indexes == list(range(len(indexes)))  # each complete interval once, none missing
 
     admin = HubSession(hub.url, "admin", "admin-demo")
     admin.login()
@@ -119,13 +132,13 @@ def test_a_kernel_scales_a_cluster_to_its_role_limit_computes_and_is_metered_onc
     )
 
     def ledger():
-        return accounting.transactions("researcher", session=f"{SERVICE}/{name}", limit=100)["transactions"]
+        return accounting.transactions("researcher", session=f"{SERVICE}/{name}", limit=1000)["transactions"]
 
-    debits = wait_for(lambda: ledger() if len(ledger()) >= 2 else None, 60, "the debits in the ledger")
-    time.sleep(3)  # more delivery passes run: nothing is recorded twice
+    wait_for(lambda: len(ledger()) >= len(rows), 60, "the debits in the ledger")
+    time.sleep(INTERVAL + 2)  # more metering and delivery passes run: nothing is recorded twice
     debits = ledger()
-    assert len(debits) == 2
-    assert {d["idempotency_key"] for d in debits} == {r.idempotency_key for r in rows}
+    assert sorted(d["idempotency_key"] for d in debits) == sorted(r.idempotency_key for r in cluster_rows())
+    assert len({d["idempotency_key"] for d in debits}) == len(debits)
     for debit in debits:
         assert (debit["kind"], debit["service"]) == ("debit", SERVICE)
         assert debit["amount"] > 0

@@ -98,7 +98,7 @@ class DespLocalBackend(DespGatewayMixin, UnsafeLocalBackend):
 
     delivery_period = Float(10, min=0.5, config=True, help="Seconds between two deliveries of queued worker debits.")
 
-    metering = Instance(DespMetering)
+    metering = Instance(DespMetering)  # where debits go (accounting_url, token_url, client_id); the secret from env
 
     @default("cluster_config_class")
     def _desp_cluster_config_class(self):
@@ -144,9 +144,18 @@ class DespLocalBackend(DespGatewayMixin, UnsafeLocalBackend):
     async def _deliver_loop(self):
         while True:
             await asyncio.sleep(self.delivery_period)
+            await self._queue_running()
             await self._deliver_once()
 
-    async def _queue_worker(self, worker, stopped: datetime.datetime):
+    async def _queue_running(self):
+        """Queue the complete intervals of the running workers (a restarted gateway catches up: keys are fixed)."""
+        for cluster in list(self.db.active_clusters()):
+            for worker in list(cluster.workers.values()):
+                if JobStatus.CREATED < worker.status < JobStatus.STOPPED:
+                    await self._queue_worker(worker, None)
+
+    async def _queue_worker(self, worker, stopped: datetime.datetime | None):
+        """Queue a worker's debits not queued yet (with `stopped`: its final partial interval too)."""
         if self.outbox is None or not worker.start_time:
             return
         cluster = worker.cluster
@@ -158,11 +167,12 @@ class DespLocalBackend(DespGatewayMixin, UnsafeLocalBackend):
                 worker=worker.name,
                 worker_cores=cluster.config.get("worker_cores") or 1,
                 dcu_per_core_hour=cluster.config.get("dcu_per_core_hour", 1.0),
+                interval_seconds=cluster.config.get("metering_interval_seconds") or 300,
                 started=from_millis(worker.start_time),
                 stopped=stopped,
             )
         except Exception:
-            self.log.exception("Could not queue the debit of Dask worker %s", worker.name)
+            self.log.exception("Could not queue the debits of Dask worker %s", worker.name)
 
     async def do_stop_worker(self, worker):
         await super().do_stop_worker(worker)

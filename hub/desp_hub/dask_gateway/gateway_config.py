@@ -5,6 +5,7 @@
 # JUPYTERHUB_API_URL/_API_TOKEN/_SERVICE_NAME/_SERVICE_URL/_SERVICE_PREFIX:
 #   DESP_DASK_ROLE_LIMITS, DESP_DASK_PROFILE_LIMITS   JSON: DespDaskLimits.role_limits / profile_limits (optional)
 #   DESP_DASK_DCU_PER_CORE_HOUR                       price of a worker core hour (DespClusterConfig)
+#   DESP_DASK_METERING_INTERVAL                       seconds per metered interval of a worker (the hub's)
 #   DESP_DASK_USAGE_DB_URL, DESP_DASK_CLUSTERS_DIR    the debit outbox, the clusters' working directories
 #   DESP_ACCOUNTING_URL, DESP_METERING_TOKEN_URL, DESP_METERING_CLIENT_ID, DESP_METERING_CLIENT_SECRET
 #                                                     where worker debits go, as the hub's metering client
@@ -34,6 +35,7 @@ c.DespClusterConfig.scheduler_cmd = [dask_command, "scheduler"]
 # They keep their nanny, which enforces the memory limit per worker.
 c.DespClusterConfig.worker_cmd = [dask_command, "worker", "--no-dashboard"]
 c.DespClusterConfig.dcu_per_core_hour = float(os.environ.get("DESP_DASK_DCU_PER_CORE_HOUR") or 1)
+c.DespClusterConfig.metering_interval_seconds = int(os.environ.get("DESP_DASK_METERING_INTERVAL") or 300)
 # Heartbeats every 2 s: scaling and stops take effect within seconds on one machine. A cluster is given up only
 # after 60 s without one (a busy machine delays heartbeats; the default, twice the period, would kill clusters).
 c.DespLocalBackend.cluster_heartbeat_period = 2

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dask_gateway_server.backends.local import LocalClusterConfig
 from dask_gateway_server.options import Float, Integer, Options
 from traitlets import Float as FloatTrait
+from traitlets import Integer as IntegerTrait
 from traitlets import Unicode
 from traitlets.config import Configurable
 
@@ -36,6 +37,17 @@ class DespClusterConfigMixin(Configurable):
         help="""
         DCUs debited per hour of one worker core: a worker of `worker_cores` cores running for `h` hours costs
         `dcu_per_core_hour * worker_cores * h` DCU (desp_hub.dask_gateway.metering). 0: Dask is free.
+        """,
+    )
+
+
+    metering_interval_seconds = IntegerTrait(
+        300,
+        min=1,
+        config=True,
+        help="""
+        Length of a metering interval of the cluster's workers in seconds (the hub's DespMetering.interval_seconds):
+        each complete interval of a worker is one debit, plus its partial last interval at its stop.
         """,
     )
 
