@@ -423,6 +423,7 @@ def install_dask_gateway_service(
     token_url: str = "",
     client_id: str = "desp-metering",
     dcu_per_core_hour: float = 1.0,
+    interval_seconds: int = 300,
     role_limits: dict | None = None,
     profile_limits: dict | None = None,
     port: int | None = None,
@@ -432,8 +433,8 @@ def install_dask_gateway_service(
     least-privilege role, access to it for every user, and its address in every user server's environment, to `c`.
 
     - `accounting_url`, `token_url`, `client_id`: where worker-hours are debited (`dcu_per_core_hour` DCU per
-      worker core and hour), as the metering client (secret from the hub's DESP_METERING_CLIENT_SECRET). Without an
-      accounting URL nothing is metered.
+      worker core and hour, interval by interval of `interval_seconds` as servers are), as the metering client
+      (secret from the hub's DESP_METERING_CLIENT_SECRET). Without an accounting URL nothing is metered.
     - `role_limits`, `profile_limits`: `DespDaskLimits` (default: stack-dask-low|medium|high, no profile limits;
       else the hub's $DESP_DASK_ROLE_LIMITS / $DESP_DASK_PROFILE_LIMITS, JSON, when set).
     - `port`: the service's port on 127.0.0.1 (HTTP API and dashboards, which the hub proxies at
@@ -452,6 +453,7 @@ def install_dask_gateway_service(
     data_dir = data_dir or os.getcwd()
     environment: dict[str, Any] = {
         "DESP_DASK_DCU_PER_CORE_HOUR": f"{float(dcu_per_core_hour):g}",
+        "DESP_DASK_METERING_INTERVAL": str(int(interval_seconds)),
         "DESP_DASK_USAGE_DB_URL": f"sqlite:///{os.path.join(data_dir, 'dask-usage.sqlite')}",
         "DESP_DASK_CLUSTERS_DIR": os.path.join(data_dir, "dask-clusters"),
     }
