@@ -129,6 +129,7 @@ install_dask_gateway_service(
     token_url=metering.token_url,
     client_id=metering.client_id,
     dcu_per_core_hour=float(os.environ.get("DESP_DASK_DCU_PER_CORE_HOUR") or 1),
+    interval_seconds=metering.interval_seconds,
 )
 
 # Workflows (desp_hub.services.workflows_service, /services/workflows/): notebooks published as versioned workflows,
