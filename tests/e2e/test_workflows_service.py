@@ -18,7 +18,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from desp_lab.accounting import Accounting
 from desp_lab.trace import TraceClient, hash_file
-from tests.e2e.hubclient import HubSession
+from tests.e2e.hubclient import HubSession, run_in_kernel
 from tests.e2e.stack import start_hub
 from tests.support import free_port
 
@@ -421,6 +421,26 @@ def test_users_and_servers_may_reach_the_service(hub):
     scopes = set(session.api("GET", "/user").json()["scopes"])
     assert "access:services!service=workflows" in scopes
     assert "admin:auth_state!user=researcher" in scopes  # the user role was extended, not replaced
+
+
+def test_a_users_server_publishes_with_its_own_token(hub):
+    """The path of the Lab's Publish command: the server's environment names the service, its token may call it."""
+    session = login(hub.url, "researcher")
+    assert session.post_spawn_form("standard").status_code == 200
+    session.wait_ready(timeout=300)
+    try:
+        code = (
+            "import json, os, urllib.request\n"
+            "nb = {'nbformat': 4, 'nbformat_minor': 5, 'metadata': {}, 'cells': [{'cell_type': 'code', 'id': 'a', "
+            "'metadata': {}, 'execution_count': None, 'outputs': [], 'source': 'print(1)'}]}\n"
+            "request = urllib.request.Request(os.environ['DESP_WORKFLOWS_URL'] + 'api/workflows', method='POST',\n"
+            "    data=json.dumps({'name': 'from the server', 'notebook': nb}).encode(),\n"
+            "    headers={'Authorization': 'token ' + os.environ['JUPYTERHUB_API_TOKEN']})\n"
+            "json.load(urllib.request.urlopen(request))['owner']"
+        )
+        assert run_in_kernel(hub.url, "researcher", session.new_token(), code, timeout=180) == "'researcher'"
+    finally:
+        session.stop_server()
 
 
 # -- schedules across a restart ----------------------------------------------------------------------------------
