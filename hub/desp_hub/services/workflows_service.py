@@ -508,7 +508,7 @@ class VersionsHandler(BaseHandler):
 
 class VersionHandler(BaseHandler):
     async def get(self, workflow_id: str, number: str):
-        """One version, with its notebook (`?download=1`: the .ipynb as a file)."""
+        """One version, with its notebook."""
         workflow = await self.visible_workflow(workflow_id)
         version = await self.call(self.store.get_version, workflow["id"], check_id(number, "version"))
         self.write_json({**version_model(version), "notebook": version["notebook"]})
