@@ -74,9 +74,11 @@ def test_the_gateway_binds_everything_to_the_loopback_and_runs_dask_scheduler_an
         " c.DespClusterConfig.scheduler_cmd[1:], c.DespClusterConfig.worker_cmd[1:],"
         " c.DespDaskLimits.role_limits['r']['max_workers'], c.DespMetering.accounting_url)))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True,
+                         check=True)  # fmt: skip
     assert eval(out.stdout) == (  # noqa: S307
-        "127.0.0.1:0", "127.0.0.1:8765", "127.0.0.1:8765", "/services/dask-gateway", ["scheduler"], ["worker", "--no-dashboard"], 1, ""
+        "127.0.0.1:0", "127.0.0.1:8765", "127.0.0.1:8765", "/services/dask-gateway",
+        ["scheduler"], ["worker", "--no-dashboard"], 1, ""
     )
 
 

@@ -37,12 +37,15 @@ def test_a_running_worker_is_debited_for_each_complete_interval_then_its_partial
     assert [row.idempotency_key for row in rows] == [usage_key("researcher", "c1", "w1", i) for i in (0, 1, None)]
     assert rows[-1].idempotency_key == "dask-gateway:researcher:c1:w1:final"
     # the periods tile the worker's life
-    assert [(r.period_start, r.period_end) for r in rows] == [(at(0), at(600)), (at(600), at(1200)), (at(1200), at(1500))]
+    periods = [(r.period_start, r.period_end) for r in rows]
+    assert periods == [(at(0), at(600)), (at(600), at(1200)), (at(1200), at(1500))]
     transaction = rows[-1].transaction()
     assert transaction["service"] == SERVICE and transaction["session"] == "dask-gateway/c1"
     assert (transaction["period_start"], transaction["period_end"]) == ("2026-11-26T05:20:00Z", "2026-11-26T05:25:00Z")
-    assert transaction["metadata"] == {"cluster": "c1", "worker": "w1", "worker_cores": 2, "interval": "final",
-                                       "seconds": "300", "worker_hours": "0.083333", "dcu_per_core_hour": "1.5"}  # fmt: skip
+    assert transaction["metadata"] == {
+        "cluster": "c1", "worker": "w1", "worker_cores": 2, "interval": "final", "seconds": "300",
+        "worker_hours": "0.083333", "dcu_per_core_hour": "1.5",
+    }  # fmt: skip
 
 
 def test_a_worker_seen_stopping_again_is_not_debited_twice(tmp_path):

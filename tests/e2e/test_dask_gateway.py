@@ -2,8 +2,9 @@
 
 A user's kernel, on a server spawned by the hub, calls `Gateway()` with no argument (the server's environment
 names the gateway and its token may access it), creates a cluster, scales it to the limit of the user's realm role
-(researcher: stack-dask-low, 2 workers; its server's profile `standard` allows 1 GiB per worker), computes on sample data and shuts down; asking for more is refused with the
-reason. A user without a Dask role is refused. Each worker's intervals are debited once in the ledger.
+(researcher: stack-dask-low, 2 workers; its server's profile `standard` allows 1 GiB per worker), computes on
+sample data and shuts down; asking for more is refused with the reason. A user without a Dask role is refused.
+Each worker's intervals are debited once in the ledger.
 """
 
 import json
@@ -91,12 +92,13 @@ def test_a_kernel_scales_a_cluster_to_its_role_limit_computes_and_is_metered_onc
     researcher.wait_ready(timeout=240)
     token = researcher.new_token()
     # the DESP kernels are offered too (desp_hub.kernels, on the server's JUPYTER_PATH)
-    kernelspecs = requests.get(f"{hub.url}/user/researcher/api/kernelspecs", headers={"Authorization": f"token {token}"},
-                               timeout=60).json()["kernelspecs"]  # fmt: skip
+    kernelspecs = requests.get(f"{hub.url}/user/researcher/api/kernelspecs",
+                               headers={"Authorization": f"token {token}"}, timeout=60).json()["kernelspecs"]
     assert {"desp-python", "desp-python-dask"} <= set(kernelspecs)
 
     result = run_in_kernel(hub.url, "researcher", token, KERNEL_CODE, timeout=400)
-    name, total, workers, too_many_cores, too_much_memory, too_many_workers, left = eval(result)  # noqa: S307 (a tuple's repr)
+    outcome = eval(result)  # noqa: S307 (a tuple's repr)
+    name, total, workers, too_many_cores, too_much_memory, too_many_workers, left = outcome
     assert total == 499999500000
     assert workers == 2
     assert too_many_cores == "at most 1 core per worker for role stack-dask-low (asked for 4)"

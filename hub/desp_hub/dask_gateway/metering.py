@@ -169,11 +169,8 @@ class UsageOutbox:
         prefix = usage_key(username, cluster, worker, 0)[:-1]
         queued = 0
         with self.engine.begin() as connection:
-            known = set(
-                connection.execute(
-                    sa.select(usage_table.c.idempotency_key).where(usage_table.c.idempotency_key.startswith(prefix, autoescape=True))
-                ).scalars()
-            )
+            of_worker = usage_table.c.idempotency_key.startswith(prefix, autoescape=True)
+            known = set(connection.execute(sa.select(usage_table.c.idempotency_key).where(of_worker)).scalars())
             for index, start, stop in periods:
                 key = usage_key(username, cluster, worker, index)
                 amount = amount_milli(per_hour, seconds_between(start, stop))
