@@ -149,6 +149,8 @@ def configure_kubernetes(c: Any, values: dict[str, Any], seed_path: str, pod_ip:
     endpoints = values["endpoints"]
     services = values["services"]
 
+    if values["publicUrl"]:
+        c.JupyterHub.public_url = values["publicUrl"]
     # Keycloak, with the policy of desp_hub/jupyterhub_config.py; the client secret is $OAUTH_CLIENT_SECRET.
     c.JupyterHub.authenticator_class = DespKeycloakAuthenticator
     c.DespKeycloakAuthenticator.iam_url = keycloak["iamUrl"]

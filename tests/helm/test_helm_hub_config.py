@@ -180,6 +180,7 @@ def test_same_services_roles_and_token_scopes_as_on_one_machine(tmp_path, monkey
     )
     assert authenticator.allowed_groups == local.DespKeycloakAuthenticator.allowed_groups
     assert "client_secret" not in authenticator
+    assert chart.JupyterHub.public_url == "https://hub.desp.destine.eu"  # the dashboards' websocket origin
 
 
 async def test_servers_get_the_platform_endpoints(tmp_path, monkeypatch, kubeconfig):
