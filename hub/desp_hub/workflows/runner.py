@@ -159,9 +159,14 @@ def collect_outputs(directory: Path, patterns: list[str]) -> list[dict[str, Any]
 
 @functools.cache
 def _html_exporter():
+    """nbconvert's HTML exporter, warmed up: its first conversion (templates, highlighting) takes seconds, later
+    ones a fraction of that; done once at start, not at the end of the first run."""
     from nbconvert import HTMLExporter
 
-    return HTMLExporter(template_name="lab")
+    exporter = HTMLExporter(template_name="lab")
+    cells = [nbformat.v4.new_code_cell("print(1)"), nbformat.v4.new_markdown_cell("*")]
+    exporter.from_notebook_node(nbformat.v4.new_notebook(cells=cells))
+    return exporter
 
 
 _html_lock = threading.Lock()
@@ -257,7 +262,7 @@ class WorkflowRunner(LoggingConfigurable):
     # -- lifecycle -------------------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        await asyncio.to_thread(_html_exporter)  # nbconvert's import and templates, before the first run ends
+        await asyncio.to_thread(_html_exporter)  # nbconvert warmed up before the first run ends
         requeued = await asyncio.to_thread(self.store.requeue_interrupted)
         if requeued:
             self.log.warning("Runs %s were interrupted by a stop of the service: queued again", requeued)
