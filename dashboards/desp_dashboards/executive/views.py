@@ -308,6 +308,9 @@ class ExecutiveView(pn.viewable.Viewer):
     def __panel__(self):
         spec = self.spec
         header = f"{spec.title} (restricted)" if spec.restricted else spec.title
-        return pn.Card(pn.pane.Markdown(spec.description, margin=(0, 10)), pn.panel(self._content),
+        # defer_load: in a served page the cards, filters and texts arrive at once and each chart follows when the
+        # page has loaded (building the charts' Bokeh models is most of a page's cost); without a server, as now
+        content = pn.panel(self._content, defer_load=True, loading_indicator=True)
+        return pn.Card(pn.pane.Markdown(spec.description, margin=(0, 10)), content,
                        self.downloads(), title=header, collapsible=True, sizing_mode="stretch_width",
                        name=spec.name, css_classes=["desp-exec-view", f"desp-exec-{spec.name}"])  # fmt: skip
