@@ -199,7 +199,7 @@ def test_the_example_notebook_runs_through_the_service(hub, researcher):
     assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
     page = researcher.get(f"runs/{run['id']}").text
     assert 'data-name="alps.csv"' in page and 'data-name="alps.png"' in page and 'class="desp-trace-id"' in page
-    assert "image/png" in researcher.get(f"api/runs/{run['id']}/html").text  # the map is in the rendering
+    assert "data:image/png;base64," in researcher.get(f"api/runs/{run['id']}/html").text  # the map, rendered
 
 
 def test_publish_from_the_page_and_run_with_typed_values(researcher):

@@ -23,6 +23,7 @@ def run_papermill(tmp_path, sandbox_catalogue, parameters):
     """`python -m papermill` in the venv's kernel, with the environment a run gets (catalogue URL, a token)."""
     env = {key: value for key, value in os.environ.items() if not key.startswith(("JUPYTERHUB_", "DESP_"))}
     env.update(
+        MPLBACKEND="Agg",  # as the service's local executor sets it: the map must show without the inline backend
         DESP_CATALOGUE_URL=sandbox_catalogue.stac_url,
         DESP_ACCESS_TOKEN=sandbox_catalogue.token_for("researcher"),
     )
