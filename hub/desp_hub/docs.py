@@ -19,7 +19,17 @@ def documented_classes():
     from .platform_endpoints import DespPlatformEndpoints
     from .spawner import DespLocalSpawner, DespSystemUserSpawner
 
+    from .dask_gateway.backend import DespLocalBackend
+    from .dask_gateway.limits import DespDaskLimits
+    from .dask_gateway.options import DespClusterConfig
+    from .services.workflows_service import WorkflowsService
+    from .workflows.executors import LocalProcessExecutor
+    from .workflows.kube_job import KubernetesJobExecutor
+    from .workflows.runner import WorkflowRunner
+
     return [DespKeycloakAuthenticator, DespLocalSpawner, DespSystemUserSpawner, DespPlatformEndpoints, DespMetering,
+            WorkflowsService, WorkflowRunner, LocalProcessExecutor, KubernetesJobExecutor,
+            DespDaskLimits, DespClusterConfig, DespLocalBackend,  # read by the dask-gateway service, not the hub
             DespLabExtension]  # the last one is read by user servers (jupyter_server_config), not the hub
 
 

@@ -113,7 +113,7 @@ def _die_with_parent() -> None:
 class LocalProcessExecutor(LoggingConfigurable):
     """Runs papermill in a child process of the service, in the run's directory."""
 
-    python = Unicode(sys.executable, config=True, help="Python with papermill installed (default: the service's).")
+    python = Unicode("", config=True, help="Python with papermill installed (empty: the service's own Python).")
 
     extra_args = List(Unicode(), config=True, help="More papermill command-line arguments.")
 
@@ -123,7 +123,7 @@ class LocalProcessExecutor(LoggingConfigurable):
 
     def command(self, spec: RunSpec) -> list[str]:
         return [
-            self.python, "-m", "papermill", str(spec.input_notebook), str(spec.output_notebook),
+            self.python or sys.executable, "-m", "papermill", str(spec.input_notebook), str(spec.output_notebook),
             "-f", str(spec.run_dir / "parameters.yaml"), "-k", spec.kernel_name, "--cwd", str(spec.run_dir),
             "--log-output", "--no-progress-bar", *self.extra_args,
         ]  # fmt: skip
