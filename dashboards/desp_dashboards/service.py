@@ -38,6 +38,7 @@ import logging
 import os
 import secrets
 import signal
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -415,8 +416,9 @@ def main(argv: list[str] | None = None) -> None:
         server = make_server(settings, port=url.port or 80, address=url.hostname or "127.0.0.1")
         server.start()
         log.info("Dashboards service listening on %s, proxied at %s/", url.geturl(), settings.prefix)
-        # import the apps (Panel, HoloViews, cartopy ...) now, not in the first user's request
-        asyncio.get_running_loop().run_in_executor(None, warm_up)
+        # import the apps (Panel, HoloViews, cartopy ...) now, not in the first user's request; a daemon thread, so
+        # a stop during the imports (tens of seconds on a busy machine) does not wait for them
+        threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
         # JupyterHub stops a managed service with SIGINT, then SIGTERM
         stop = asyncio.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):

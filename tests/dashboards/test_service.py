@@ -274,3 +274,30 @@ def test_data_endpoints_restricted_views_show_members_the_user_names(executive, 
     assert executive.get("/executive/data/nothing.json").status_code == 404
     bad = executive.get("/executive/data/users_per_group.json", params={"colour": "red"})
     assert bad.status_code == 400 and "colour" in bad.json()["message"]
+
+
+def test_the_service_stops_on_sigterm_while_it_still_imports_the_apps(tmp_path):
+    """JupyterHub stops a managed service with a signal: the service must not wait for its warm-up imports (tens of
+    seconds on a busy machine), which once kept orphaned services alive long after their hub."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.support import ManagedProcess, free_port, wait_for_http
+
+    port = free_port()
+    env = dict(os.environ, **HUB_ENV, JUPYTERHUB_SERVICE_URL=f"http://127.0.0.1:{port}",
+               JUPYTERHUB_CLIENT_ID="service-dashboards", JUPYTERHUB_OAUTH_CALLBACK_URL=f"{BASE}/oauth_callback")
+    service = ManagedProcess("dashboards", [sys.executable, "-m", "desp_dashboards.service"],
+                             str(tmp_path / "dashboards.log"), env=env)
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}{BASE}/", timeout=120, process=service)
+        os.kill(service.pid, signal.SIGTERM)  # at once: the warm-up thread is still importing
+        try:
+            assert service.popen.wait(timeout=20) == 0, service.log_tail()
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the service did not stop within 20 s of SIGTERM: {service.log_tail()}")
+        assert "Dashboards service stopping" in service.log_tail()
+    finally:
+        service.stop()
