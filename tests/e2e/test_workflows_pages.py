@@ -2,9 +2,8 @@
 published-workflow example (notebooks/workflows/regional_anomaly.ipynb) run by the service against the sandbox
 catalogue and cache.
 
-One hub (`desp-hub up` with the sandbox trace service); the session's sandbox catalogue and cache
-(`sandbox_catalogue`). Runs need a token for the cache: the hub gives runs the platform's URLs but no token, so the
-test's hub configuration adds the catalogue's URL and a token to the service's run environment.
+One hub (`desp-hub up` with the sandbox catalogue, cache and trace service). A run asked for in person reads the
+data as its user: the service hands it the caller's DESP token (from the hub's auth_state).
 """
 
 import ast
@@ -20,7 +19,7 @@ import nbformat
 import pytest
 
 from tests.e2e.hubclient import HubSession
-from tests.e2e.stack import FAST_REFRESH_CONFIG, start_hub
+from tests.e2e.stack import start_hub
 from tests.e2e.test_workflows_service import INJECTION, Client, notebook
 from tests.support import wait_for_http
 
@@ -29,19 +28,6 @@ pytestmark = pytest.mark.timeout(900)
 PAGES = "/services/workflows/"
 EXAMPLE = Path(__file__).resolve().parents[2] / "notebooks" / "workflows" / "regional_anomaly.ipynb"
 FINISHED = ("succeeded", "failed", "timed_out")
-
-# The service's runs read the sandbox catalogue of this test session with a fresh token of its IdP (valid 5 minutes:
-# the example's run comes first). A sub-configuration file gets a fresh `c`; this one reaches the hub's own (where the
-# services are already listed) in the frame running jupyterhub_config.py.
-RUN_ENV_CONFIG = """
-import inspect as _inspect
-_hub_config = next(frame.frame.f_globals["c"] for frame in _inspect.stack()
-                   if frame.frame.f_globals.get("__file__", "").endswith("jupyterhub_config.py"))
-_services = _hub_config.JupyterHub.services  # a LazyConfigValue when the hub's configuration appended to it
-for _service in (_services.get_value([]) if hasattr(_services, "get_value") else _services):
-    if _service["name"] == "workflows":
-        _service["command"] += [%(arguments)s]
-"""
 
 TYPED = notebook(
     "print('seen', [type(v).__name__ for v in (n, ratio, label, flag, areas)])",
@@ -152,14 +138,10 @@ def run_id_of(response):
 
 
 @pytest.fixture(scope="module")
-def hub(tmp_path_factory, sandbox_catalogue):
+def hub(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("workflows-pages")
-    run_env = {"DESP_CATALOGUE_URL": sandbox_catalogue.stac_url,
-               "DESP_ACCESS_TOKEN": sandbox_catalogue.idp.client_token()["access_token"]}  # fmt: skip
-    arguments = ", ".join(repr(f"--WorkflowRunner.run_env={name}={value}") for name, value in run_env.items())
     try:
-        running = start_hub(str(data_dir / "hub"), with_traces=True,
-                            extra_config=FAST_REFRESH_CONFIG + RUN_ENV_CONFIG % {"arguments": arguments})  # fmt: skip
+        running = start_hub(str(data_dir / "hub"), with_catalogue=True, with_traces=True)
     except RuntimeError:
         hub_log = data_dir / "hub" / "logs" / "hub.log"
         raise RuntimeError(hub_log.read_text(errors="replace")[-3000:] if hub_log.exists() else "no hub log") from None
