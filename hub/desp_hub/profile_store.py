@@ -26,6 +26,7 @@ import sqlalchemy as sa
 import yaml
 from sqlalchemy.engine import Connection, Engine
 
+from . import alembic_support
 from .profiles import Profile, ProfileError, load_profiles, parse_profiles_yaml, validate_profiles
 
 __all__ = [
@@ -171,17 +172,7 @@ class AuditEntry:
 
 def alembic_config(url_or_connection: str | Connection):
     """An Alembic `Config` for the store's migrations (no alembic.ini on disk), bound to a URL or a connection."""
-    from alembic.config import Config
-
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    config.set_main_option("version_table", ALEMBIC_VERSION_TABLE)
-    if isinstance(url_or_connection, str):
-        # "%" is ConfigParser's interpolation character and appears in URL-encoded passwords.
-        config.set_main_option("sqlalchemy.url", url_or_connection.replace("%", "%%"))
-    else:
-        config.attributes["connection"] = url_or_connection
-    return config
+    return alembic_support.alembic_config(MIGRATIONS, ALEMBIC_VERSION_TABLE, url_or_connection)
 
 
 def _make_engine(url: str) -> Engine:

@@ -1,45 +1,5 @@
-"""Alembic environment of the profiles store: run by `ProfileStore.upgrade()` on its own connection.
+"""Alembic environment of the profiles store: run by `ProfileStore.upgrade()` (see desp_hub.alembic_support)."""
 
-`desp_hub.profile_store.alembic_config(...)` builds the Config: either `config.attributes["connection"]` (an open
-connection, used as is, inside its transaction) or the `sqlalchemy.url` option (offline SQL or a fresh engine).
-"""
+from desp_hub.alembic_support import run_environment
 
-from alembic import context
-from sqlalchemy import create_engine, pool
-
-config = context.config
-VERSION_TABLE = config.get_main_option("version_table") or "desp_profiles_alembic_version"
-# No autogenerate target: revisions are written by hand and checked against profile_store.metadata by the tests.
-OPTIONS = {"version_table": VERSION_TABLE, "render_as_batch": True, "target_metadata": None}
-
-
-def run_migrations_offline() -> None:
-    context.configure(url=config.get_main_option("sqlalchemy.url"), literal_binds=True, **OPTIONS)
-    with context.begin_transaction():
-        context.run_migrations()
-
-
-def run_migrations(connection) -> None:
-    context.configure(connection=connection, **OPTIONS)
-    with context.begin_transaction():
-        context.run_migrations()
-
-
-def run_migrations_online() -> None:
-    connection = config.attributes.get("connection")
-    if connection is not None:
-        run_migrations(connection)
-        return
-    engine = create_engine(config.get_main_option("sqlalchemy.url"), poolclass=pool.NullPool)
-    try:
-        with engine.connect() as connection:
-            run_migrations(connection)
-            connection.commit()
-    finally:
-        engine.dispose()
-
-
-if context.is_offline_mode():
-    run_migrations_offline()
-else:
-    run_migrations_online()
+run_environment(default_version_table="desp_profiles_alembic_version")

@@ -28,6 +28,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 # the profile store's engine set-up (SQLite WAL, BEGIN IMMEDIATE for writers, busy timeout) suits this store too
+from desp_hub import alembic_support
 from desp_hub.profile_store import _make_engine
 
 __all__ = [
@@ -182,16 +183,7 @@ def _row(row) -> dict[str, Any]:
 
 def alembic_config(url_or_connection: str | Connection):
     """An Alembic `Config` for the store's migrations (no alembic.ini on disk), bound to a URL or a connection."""
-    from alembic.config import Config
-
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    config.set_main_option("version_table", ALEMBIC_VERSION_TABLE)
-    if isinstance(url_or_connection, str):
-        config.set_main_option("sqlalchemy.url", url_or_connection.replace("%", "%%"))
-    else:
-        config.attributes["connection"] = url_or_connection
-    return config
+    return alembic_support.alembic_config(MIGRATIONS, ALEMBIC_VERSION_TABLE, url_or_connection)
 
 
 class WorkflowStore:
