@@ -27,8 +27,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-# the profile store's engine set-up (SQLite WAL, BEGIN IMMEDIATE for writers, busy timeout) suits this store too
 from desp_hub import alembic_support
+
+# the profile store's engine set-up (SQLite WAL, BEGIN IMMEDIATE for writers, busy timeout) suits this store too
 from desp_hub.profile_store import _make_engine
 
 __all__ = [
