@@ -8,8 +8,12 @@ cluster the chart uses the Kubernetes backend) plus:
   authenticator hands over and the profiles of the user's running servers; a user without a Dask role is refused;
 - a scale or adapt request beyond the cluster's maximum number of workers is refused with the reason ("at most 2
   workers for role stack-dask-low (asked for 5)") instead of being silently capped, as upstream does;
-- every worker that stops is queued as one DCU debit (`metering.UsageOutbox`) and the queue is delivered to the
-  accounting service every `delivery_period` seconds (`desp_hub.metering.deliver_pending`).
+- worker-hours as DCU debits: the complete intervals of running workers are queued every `delivery_period`
+  seconds, a worker's final partial interval when it stops (`metering.UsageOutbox`), and the queue is delivered to
+  the accounting service (`desp_hub.metering.deliver_pending`).
+
+The outbox, its delivery loop and the limits are `DespGatewayMixin`'s, shared with the Kubernetes backend
+(`kube_backend.DespKubeBackend`); each backend says which workers run and when they stopped.
 """
 
 from __future__ import annotations
@@ -36,9 +40,24 @@ SCALE_PATH = re.compile(r"/api/v1/clusters/(?P<name>[^/]+)/(?P<action>scale|adap
 
 class DespGatewayMixin(LoggingConfigurable):
     """What DESP adds to any dask-gateway backend (local here, Kubernetes in the chart: `kube_backend`): cluster
-    options and limits per user, and refusals with the reason beyond the number of workers."""
+    options and limits per user, refusals with the reason beyond the number of workers, and the worker debits'
+    outbox and delivery loop. A backend queues its running workers' intervals in `queue_running_workers` (called
+    before every delivery) and a stopped worker's debits with `queue_worker_debits`."""
 
     limits = Instance(DespDaskLimits)
+
+    usage_db_url = Unicode(
+        config=True,
+        help="""
+        SQLAlchemy URL of the outbox of worker debits (created on first use). Empty: `dask-usage.sqlite` in the
+        gateway's working directory. In a pod, a database outside it (PostgreSQL), else a restart loses what is
+        queued and not delivered.
+        """,
+    )
+
+    delivery_period = Float(10, min=0.5, config=True, help="Seconds between two deliveries of queued worker debits.")
+
+    metering = Instance(DespMetering)  # where debits go (accounting_url, token_url, client_id); the secret from env
 
     @default("cluster_options")
     def _desp_cluster_options(self):
@@ -80,50 +99,51 @@ class DespGatewayMixin(LoggingConfigurable):
             return web.json_response({"error": message}, status=422)
         return await handler(request)
 
-    async def setup(self, app):
-        app.middlewares.append(self.refuse_beyond_max_workers)
-        await super().setup(app)
-
-
-class DespLocalBackend(DespGatewayMixin, UnsafeLocalBackend):
-    """UnsafeLocalBackend with per-role and per-profile limits, clear refusals and worker-hours metering."""
-
-    usage_db_url = Unicode(
-        config=True,
-        help="""
-        SQLAlchemy URL of the outbox of worker debits (created on first use). Empty: `dask-usage.sqlite` in the
-        gateway's working directory.
-        """,
-    )
-
-    delivery_period = Float(10, min=0.5, config=True, help="Seconds between two deliveries of queued worker debits.")
-
-    metering = Instance(DespMetering)  # where debits go (accounting_url, token_url, client_id); the secret from env
-
-    @default("cluster_config_class")
-    def _desp_cluster_config_class(self):
-        return "desp_hub.dask_gateway.options.DespClusterConfig"
+    # -- metering -----------------------------------------------------------------------------------------------
 
     @default("metering")
     def _default_metering(self):
         return DespMetering(parent=self)
-
-    # -- metering -----------------------------------------------------------------------------------------------
 
     @default("usage_db_url")
     def _default_usage_db_url(self):
         return f"sqlite:///{os.path.join(os.getcwd(), 'dask-usage.sqlite')}"
 
     async def setup(self, app):
+        app.middlewares.append(self.refuse_beyond_max_workers)
+        # the outbox before the backend starts: a backend may see workers as it starts (a restarted gateway)
         self.outbox = UsageOutbox(self.usage_db_url) if self.metering.enabled else None
         self._deliveries = asyncio.ensure_future(self._deliver_loop()) if self.outbox else None
         await super().setup(app)
 
     async def cleanup(self):
-        await super().cleanup()  # stops the clusters: their workers are queued
-        if self._deliveries is not None:
+        await super().cleanup()  # a backend that stops its clusters queues their workers
+        if getattr(self, "_deliveries", None) is not None:
             self._deliveries.cancel()
             await self._deliver_once()  # best effort; what is left is delivered at the next start
+
+    async def queue_running_workers(self):
+        """Queue the complete intervals of the running workers (each backend knows its workers)."""
+
+    async def queue_worker_debits(self, *, username, cluster, worker, worker_cores, dcu_per_core_hour,
+                                  interval_seconds, started, stopped=None):  # fmt: skip
+        """Queue a worker's debits not queued yet (with `stopped`: its final partial interval too); never raises."""
+        if getattr(self, "outbox", None) is None:
+            return
+        try:
+            await asyncio.to_thread(
+                self.outbox.record_worker,
+                username=username,
+                cluster=cluster,
+                worker=worker,
+                worker_cores=worker_cores or 1,
+                dcu_per_core_hour=dcu_per_core_hour,
+                interval_seconds=interval_seconds or 300,
+                started=started,
+                stopped=stopped,
+            )
+        except Exception:
+            self.log.exception("Could not queue the debits of Dask worker %s", worker)
 
     async def _deliver_once(self):
         try:
@@ -144,10 +164,23 @@ class DespLocalBackend(DespGatewayMixin, UnsafeLocalBackend):
     async def _deliver_loop(self):
         while True:
             await asyncio.sleep(self.delivery_period)
-            await self._queue_running()
+            try:
+                await self.queue_running_workers()
+            except Exception:
+                self.log.exception("Queueing the running Dask workers' debits failed")
             await self._deliver_once()
 
-    async def _queue_running(self):
+
+class DespLocalBackend(DespGatewayMixin, UnsafeLocalBackend):
+    """UnsafeLocalBackend with per-role and per-profile limits, clear refusals and worker-hours metering."""
+
+    @default("cluster_config_class")
+    def _desp_cluster_config_class(self):
+        return "desp_hub.dask_gateway.options.DespClusterConfig"
+
+    # -- metering -----------------------------------------------------------------------------------------------
+
+    async def queue_running_workers(self):
         """Queue the complete intervals of the running workers (a restarted gateway catches up: keys are fixed)."""
         for cluster in list(self.db.active_clusters()):
             for worker in list(cluster.workers.values()):
@@ -156,23 +189,19 @@ class DespLocalBackend(DespGatewayMixin, UnsafeLocalBackend):
 
     async def _queue_worker(self, worker, stopped: datetime.datetime | None):
         """Queue a worker's debits not queued yet (with `stopped`: its final partial interval too)."""
-        if self.outbox is None or not worker.start_time:
+        if not worker.start_time:
             return
         cluster = worker.cluster
-        try:
-            await asyncio.to_thread(
-                self.outbox.record_worker,
-                username=cluster.username,
-                cluster=cluster.name,
-                worker=worker.name,
-                worker_cores=cluster.config.get("worker_cores") or 1,
-                dcu_per_core_hour=cluster.config.get("dcu_per_core_hour", 1.0),
-                interval_seconds=cluster.config.get("metering_interval_seconds") or 300,
-                started=from_millis(worker.start_time),
-                stopped=stopped,
-            )
-        except Exception:
-            self.log.exception("Could not queue the debits of Dask worker %s", worker.name)
+        await self.queue_worker_debits(
+            username=cluster.username,
+            cluster=cluster.name,
+            worker=worker.name,
+            worker_cores=cluster.config.get("worker_cores"),
+            dcu_per_core_hour=cluster.config.get("dcu_per_core_hour", 1.0),
+            interval_seconds=cluster.config.get("metering_interval_seconds"),
+            started=from_millis(worker.start_time),
+            stopped=stopped,
+        )
 
     async def do_stop_worker(self, worker):
         await super().do_stop_worker(worker)
