@@ -7,7 +7,11 @@ Two spawners share the profile logic:
 - `DespSystemUserSpawner`: every user's server runs under its own system account, created on first
   spawn. Users are isolated from each other by the operating system.
 
-On Kubernetes the same profiles become KubeSpawner profiles (`desp_hub.kube`).
+On Kubernetes the same profiles become KubeSpawner profiles (`desp_hub.kube`), spawned by
+`desp_hub.kube_config.DespKubeSpawner`. Both kinds of spawner meter their servers the same way through
+`DespMeteringMixin`: the DCU balance checked before the server starts, the profile and its price recorded in
+`user_options` (what the metering service, the culler and the Dask Gateway read), the metering session opened
+after the start and closed, with its final partial interval, after the stop.
 """
 
 import asyncio
@@ -66,126 +70,19 @@ def host_has_gpu() -> bool:
     return os.path.exists("/dev/nvidia0")
 
 
-class DespProfilesMixin(LoggingConfigurable):
-    """Profile form, entitlement re-check at spawn, and local application of a profile's resources."""
+class DespMeteringMixin(LoggingConfigurable):
+    """What metering needs of any DESP spawner, local or Kubernetes, so that both meter servers alike.
 
-    profiles_url = Unicode(
-        config=True,
-        help="""
-        SQLAlchemy URL of the profile store (`desp_hub.profile_store`) that admins edit live through the profiles
-        service. It is read at every spawn, so a changed profile applies at the next server start, with no hub
-        restart. When empty, profiles come from the YAML file `profiles_path` alone.
-        """,
-    )
+    The spawner finds the server's DESP profile (`entitled_profile`) and, before the server is created, calls
+    `check_dcu_balance` (402 when the balance cannot cover the first interval; 503 or start, per
+    `DespMetering.when_accounting_down`, when it cannot be asked) and `record_profile` (the profile's slug and price
+    go into `user_options`, which the metering service, the culler and the Dask Gateway read through the hub API).
+    This mixin then opens the metering session after the start (`start`), gives the server its `DESP_SESSION_ID`
+    (`get_env`) and queues the session's last intervals after every stop (`run_post_stop_hook`).
+    """
 
-    profiles_path = Unicode(
-        config=True,
-        help="""
-        YAML file with the profiles (Standard, Power, AI, ...). With `profiles_url` it only seeds an empty store;
-        without, it is the profiles, read at every spawn. Defaults to the seed shipped with desp_hub.
-        """,
-    )
-
-    @default("profiles_path")
-    def _profiles_path_default(self):
-        return os.path.join(os.path.dirname(__file__), "profiles.yaml")
-
-    allow_gpu_profiles_without_gpu = Bool(
-        False,
-        config=True,
-        help="""
-        Development override: start profiles that ask for GPUs on a host without one (the server simply gets no
-        GPU). Without it such a spawn is refused with a clear message.
-        """,
-    )
-
-    async def load_profiles(self):
-        """All configured profiles, read now (from the store in a worker thread: it blocks on the database)."""
-        if not self.profiles_url:
-            return load_profiles(self.profiles_path)
-        store = await asyncio.to_thread(_ready_store, self.profiles_url, self.profiles_path)
-        return await asyncio.to_thread(store.profiles)
-
-    async def user_groups_and_roles(self):
-        """The spawning user's groups and realm roles, as recorded at the last login or refresh."""
-        auth_state = await self.user.get_auth_state()
-        return groups_and_roles(auth_state, [group.name for group in self.user.groups])
-
-    async def _options_form_for_user(self, spawner):
-        groups, roles = await self.user_groups_and_roles()
-        profiles = entitled_profiles(await self.load_profiles(), groups, roles)
-        if not profiles:
-            return (
-                '<p class="alert alert-warning">No profile is available to your account. '
-                "Ask your DESP administrator for access.</p>"
-            )
-        return await self._cull_notice_html() + render_profile_form(profiles)
-
-    async def _cull_notice_html(self):
-        """Why the last server stopped, when the culler stopped it and it has not been started since.
-
-        The hub sets the spawner's last_activity when a stop completes; the culler records the cull just before
-        it asks for the stop, so a cull up to a minute before that moment is this stop's reason.
-        """
-        stopped_at = self.orm_spawner.last_activity
-        if not self.profiles_url or stopped_at is None:
-            return ""
-        since = stopped_at - datetime.timedelta(minutes=1)
-        try:
-            cull = await asyncio.to_thread(last_cull, self.profiles_url, self.user.name, since, self.name)
-        except SQLAlchemyError as error:
-            self.log.warning("Cannot read the cull record of %s: %s", self.user.name, error)
-            return ""
-        return f'<p class="alert alert-info desp-cull-notice">{cull_notice(cull)}</p>' if cull else ""
-
-    @default("options_form")
-    def _options_form_default(self):
-        return self._options_form_for_user
-
-    def options_from_form(self, form_data):
-        """The form posts one field, `profile`; anything else is logged and dropped."""
-        unknown = sorted(set(form_data) - {"profile", "_xsrf"})
-        if unknown:
-            self.log.warning("Ignoring unknown spawn form fields for %s: %s", self.user.name, unknown)
-        return {"profile": (form_data.get("profile") or [""])[0]}
-
-    @default("apply_user_options")
-    def _apply_user_options_default(self):
-        return DespProfilesMixin.apply_profile
-
-    async def apply_profile(self, user_options):
-        """Re-check entitlement on the server side, check the DCU balance, apply the chosen profile.
-
-        Refused with 403 (not entitled), 409 (needs a GPU this host lacks), 402 (the balance cannot cover the first
-        metered interval) or 503 (the balance cannot be checked and `when_accounting_down` is `refuse`).
-        """
-        groups, roles = await self.user_groups_and_roles()
-        profiles = await self.load_profiles()
-        slug = (user_options or {}).get("profile")
-        try:
-            profile = find_entitled(profiles, slug, groups, roles)
-        except NotEntitled as error:
-            self.log.warning("Refused spawn of profile %r for %s: %s", slug, self.user.name, error)
-            raise web.HTTPError(403, str(error)) from None
-        if profile.gpus and not host_has_gpu() and not self.allow_gpu_profiles_without_gpu:
-            raise web.HTTPError(
-                409,
-                f"The {profile.display_name} profile needs a GPU and this host has none. "
-                "Choose another profile.",
-            )
-        await self.check_dcu_balance(profile)
-        if self.metering.enabled:
-            # The price goes with the server's user_options (which the hub persists and its REST API shows with
-            # `read:servers`), so the metering service reads the price the server was started at.
-            self.user_options = {**(user_options or {}), "dcu_per_hour": profile.dcu_per_hour}
-            self.orm_spawner.user_options = dict(self.user_options)
-        settings = local_spawner_settings(profile)
-        self.profile = profile
-        for trait in ("mem_limit", "mem_guarantee", "cpu_limit", "cpu_guarantee"):
-            setattr(self, trait, settings[trait])
-        self.environment.update(settings["environment"])
-        self.memory_rlimit = settings["memory_rlimit"]
-        self.log.info("Starting %s's server with profile %s", self.user.name, profile.slug)
+    #: The DESP profile the server was started with (set by `record_profile`); None before, or without profiles.
+    metered_profile = None
 
     @property
     def metering(self) -> DespMetering:
@@ -193,6 +90,35 @@ class DespProfilesMixin(LoggingConfigurable):
         if getattr(self, "_desp_metering", None) is None:
             self._desp_metering = DespMetering(parent=self)
         return self._desp_metering
+
+    async def user_groups_and_roles(self):
+        """The spawning user's groups and realm roles, as recorded at the last login or refresh."""
+        auth_state = await self.user.get_auth_state()
+        return groups_and_roles(auth_state, [group.name for group in self.user.groups])
+
+    async def entitled_profile(self, profiles, slug):
+        """The profile `slug` (none: the user's default) among `profiles`, re-checked on the server side (403)."""
+        groups, roles = await self.user_groups_and_roles()
+        try:
+            return find_entitled(profiles, slug, groups, roles)
+        except NotEntitled as error:
+            self.log.warning("Refused spawn of profile %r for %s: %s", slug, self.user.name, error)
+            raise web.HTTPError(403, str(error)) from None
+
+    def record_profile(self, profile):
+        """Put the profile's slug (and its price, when metering is on) in the server's `user_options`.
+
+        The hub persists them and its REST API shows them with `read:servers`: the metering service reads the price
+        the server was started at, the culler and the Dask Gateway the profile (also when it was the default one,
+        chosen because the spawn request named none).
+        """
+        options = {**(self.user_options or {}), "profile": profile.slug}
+        if self.metering.enabled:
+            options["dcu_per_hour"] = profile.dcu_per_hour
+        self.user_options = options
+        if self.orm_spawner is not None:
+            self.orm_spawner.user_options = dict(options)
+        self.metered_profile = profile
 
     async def check_dcu_balance(self, profile):
         """Refuse the spawn (402) when the user's available DCUs cannot cover the profile's first interval.
@@ -246,29 +172,20 @@ class DespProfilesMixin(LoggingConfigurable):
 
     def session_id(self):
         """This server's metering session (`DESP_SESSION_ID`), or "" when it has not been started."""
-        started = self.orm_spawner.started
+        started = self.orm_spawner.started if self.orm_spawner is not None else None
         return session_id(self.user.name, self.name, started) if started else ""
 
     def get_env(self):
-        """The server's environment, plus where the platform's services are (DespPlatformEndpoints) and its
-        metering session (`DESP_SESSION_ID`)."""
+        """The server's environment, plus its metering session (`DESP_SESSION_ID`) once the hub started it."""
         env = super().get_env()
-        env.update(DespPlatformEndpoints(parent=self).environment(self.user.name))
         session = self.session_id()
         if session:
             env["DESP_SESSION_ID"] = session
         return env
 
-    def prepare_user_cache(self):
-        """Create the user's cache area when it is a local directory; returns its path or ""."""
-        directory = DespPlatformEndpoints(parent=self).local_cache_directory(self.user.name)
-        if directory:
-            os.makedirs(directory, mode=0o700, exist_ok=True)
-        return directory
-
     async def start(self):
-        self.prepare_user_cache()
-        url = await super().start()
+        """Start the server (the spawner's own start), then open its metering session."""
+        url = await maybe_future(super().start())
         await self.open_metering_session()
         return url
 
@@ -276,7 +193,7 @@ class DespProfilesMixin(LoggingConfigurable):
         """Record the started server's session with its profile's price (the metering service meters it)."""
         metering = self.metering
         started = self.orm_spawner.started
-        profile = getattr(self, "profile", None)
+        profile = self.metered_profile
         if not metering.enabled or started is None or profile is None:
             return
         try:
@@ -308,6 +225,128 @@ class DespProfilesMixin(LoggingConfigurable):
             return
         for session in closed:
             self.log.info("Metering session %s stopped at %s", session.session, session.stopped_at.isoformat())
+
+
+class DespProfilesMixin(DespMeteringMixin):
+    """Profile form, entitlement re-check at spawn, and local application of a profile's resources."""
+
+    profiles_url = Unicode(
+        config=True,
+        help="""
+        SQLAlchemy URL of the profile store (`desp_hub.profile_store`) that admins edit live through the profiles
+        service. It is read at every spawn, so a changed profile applies at the next server start, with no hub
+        restart. When empty, profiles come from the YAML file `profiles_path` alone.
+        """,
+    )
+
+    profiles_path = Unicode(
+        config=True,
+        help="""
+        YAML file with the profiles (Standard, Power, AI, ...). With `profiles_url` it only seeds an empty store;
+        without, it is the profiles, read at every spawn. Defaults to the seed shipped with desp_hub.
+        """,
+    )
+
+    @default("profiles_path")
+    def _profiles_path_default(self):
+        return os.path.join(os.path.dirname(__file__), "profiles.yaml")
+
+    allow_gpu_profiles_without_gpu = Bool(
+        False,
+        config=True,
+        help="""
+        Development override: start profiles that ask for GPUs on a host without one (the server simply gets no
+        GPU). Without it such a spawn is refused with a clear message.
+        """,
+    )
+
+    async def load_profiles(self):
+        """All configured profiles, read now (from the store in a worker thread: it blocks on the database)."""
+        if not self.profiles_url:
+            return load_profiles(self.profiles_path)
+        store = await asyncio.to_thread(_ready_store, self.profiles_url, self.profiles_path)
+        return await asyncio.to_thread(store.profiles)
+
+    async def _options_form_for_user(self, spawner):
+        groups, roles = await self.user_groups_and_roles()
+        profiles = entitled_profiles(await self.load_profiles(), groups, roles)
+        if not profiles:
+            return (
+                '<p class="alert alert-warning">No profile is available to your account. '
+                "Ask your DESP administrator for access.</p>"
+            )
+        return await self._cull_notice_html() + render_profile_form(profiles)
+
+    async def _cull_notice_html(self):
+        """Why the last server stopped, when the culler stopped it and it has not been started since.
+
+        The hub sets the spawner's last_activity when a stop completes; the culler records the cull just before
+        it asks for the stop, so a cull up to a minute before that moment is this stop's reason.
+        """
+        stopped_at = self.orm_spawner.last_activity
+        if not self.profiles_url or stopped_at is None:
+            return ""
+        since = stopped_at - datetime.timedelta(minutes=1)
+        try:
+            cull = await asyncio.to_thread(last_cull, self.profiles_url, self.user.name, since, self.name)
+        except SQLAlchemyError as error:
+            self.log.warning("Cannot read the cull record of %s: %s", self.user.name, error)
+            return ""
+        return f'<p class="alert alert-info desp-cull-notice">{cull_notice(cull)}</p>' if cull else ""
+
+    @default("options_form")
+    def _options_form_default(self):
+        return self._options_form_for_user
+
+    def options_from_form(self, form_data):
+        """The form posts one field, `profile`; anything else is logged and dropped."""
+        unknown = sorted(set(form_data) - {"profile", "_xsrf"})
+        if unknown:
+            self.log.warning("Ignoring unknown spawn form fields for %s: %s", self.user.name, unknown)
+        return {"profile": (form_data.get("profile") or [""])[0]}
+
+    @default("apply_user_options")
+    def _apply_user_options_default(self):
+        return DespProfilesMixin.apply_profile
+
+    async def apply_profile(self, user_options):
+        """Re-check entitlement on the server side, check the DCU balance, apply the chosen profile.
+
+        Refused with 403 (not entitled), 409 (needs a GPU this host lacks), 402 (the balance cannot cover the first
+        metered interval) or 503 (the balance cannot be checked and `when_accounting_down` is `refuse`).
+        """
+        profile = await self.entitled_profile(await self.load_profiles(), (user_options or {}).get("profile"))
+        if profile.gpus and not host_has_gpu() and not self.allow_gpu_profiles_without_gpu:
+            raise web.HTTPError(
+                409,
+                f"The {profile.display_name} profile needs a GPU and this host has none. "
+                "Choose another profile.",
+            )
+        await self.check_dcu_balance(profile)
+        self.record_profile(profile)
+        settings = local_spawner_settings(profile)
+        for trait in ("mem_limit", "mem_guarantee", "cpu_limit", "cpu_guarantee"):
+            setattr(self, trait, settings[trait])
+        self.environment.update(settings["environment"])
+        self.memory_rlimit = settings["memory_rlimit"]
+        self.log.info("Starting %s's server with profile %s", self.user.name, profile.slug)
+
+    def get_env(self):
+        """The server's environment (with its metering session), plus where the platform's services are."""
+        env = super().get_env()
+        env.update(DespPlatformEndpoints(parent=self).environment(self.user.name))
+        return env
+
+    def prepare_user_cache(self):
+        """Create the user's cache area when it is a local directory; returns its path or ""."""
+        directory = DespPlatformEndpoints(parent=self).local_cache_directory(self.user.name)
+        if directory:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+        return directory
+
+    async def start(self):
+        self.prepare_user_cache()
+        return await super().start()
 
     def _limit_memory(self, preexec):
         """Wrap a preexec function so the server (and its kernels) cannot grow past the profile's memory."""
