@@ -50,6 +50,7 @@ from .profile_store import metadata, migrated_store
 __all__ = [
     "SERVICE",
     "ClientCredentials",
+    "DebitOutbox",
     "DespMetering",
     "MeteringOutbox",
     "amount_milli",
@@ -423,8 +424,23 @@ class Session:
         )
 
 
+class QueuedDebit:
+    """What a row of every debit outbox shares (this one, and the Dask workers' in `desp_hub.dask_gateway.metering`):
+    made from a table row with its times as aware UTC datetimes; the dataclass subclasses say the columns."""
+
+    TIMES = ("period_start", "period_end", "created_at", "delivered_at")
+
+    @classmethod
+    def from_row(cls, row):
+        values = dict(row._mapping)
+        for name in cls.TIMES:
+            if values[name] is not None:
+                values[name] = utc(values[name])
+        return cls(**values)
+
+
 @dataclasses.dataclass(frozen=True)
-class OutboxRow:
+class OutboxRow(QueuedDebit):
     """One queued transaction (a debit of one interval of one session)."""
 
     id: int
@@ -444,14 +460,6 @@ class OutboxRow:
     last_error: str | None
     delivered_at: datetime.datetime | None
     transaction_id: str | None
-
-    @classmethod
-    def from_row(cls, row) -> OutboxRow:
-        values = dict(row._mapping)
-        for name in ("period_start", "period_end", "created_at", "delivered_at"):
-            if values[name] is not None:
-                values[name] = utc(values[name])
-        return cls(**values)
 
     def transaction(self) -> dict[str, Any]:
         """The fields of the accounting transaction (besides user, kind, amount and key): always the same for a row,
@@ -496,13 +504,68 @@ def _insert_ignoring_duplicates(connection, table: sa.Table, values: dict[str, A
     return connection.execute(statement.returning(*table.primary_key.columns)).first() is not None
 
 
-class MeteringOutbox:
+class DebitOutbox:
+    """A durable queue of debits in one table: reading its rows and recording each delivery attempt (`pending`,
+    `mark_delivered`, `mark_failed` are what `deliver_pending` uses). The hub's servers (`MeteringOutbox`) and the
+    Dask workers (`desp_hub.dask_gateway.metering.UsageOutbox`) each have one; a subclass names its `table` (with
+    the columns id, status, attempts, last_error, delivered_at, transaction_id) and `row_class`, and writes rows."""
+
+    table: sa.Table
+    row_class: type[QueuedDebit]
+    engine: sa.Engine
+
+    def _select_rows(self, status: str | None = None, limit: int | None = None, **equal: Any) -> list:
+        """The rows, oldest first, with `status` and the columns named in `equal` (those not None) as given."""
+        query = sa.select(self.table).order_by(self.table.c.id)
+        for name, value in equal.items():
+            if value is not None:
+                query = query.where(self.table.c[name] == value)
+        if status is not None:
+            query = query.where(self.table.c.status == status)
+        if limit is not None:
+            query = query.limit(limit)
+        with self.engine.connect() as connection:
+            return [self.row_class.from_row(row) for row in connection.execute(query)]
+
+    def _insert_pending(self, connection, created_at: datetime.datetime, values: dict[str, Any]) -> bool:
+        """Queue one debit, pending and never tried, unless its key is queued already; True when it went in."""
+        delivery = {"status": PENDING, "created_at": utc(created_at), "attempts": 0, "last_error": None,
+                    "delivered_at": None, "transaction_id": None}  # fmt: skip
+        return _insert_ignoring_duplicates(connection, self.table, {**values, **delivery})
+
+    def pending(self, limit: int = 100) -> list:
+        return self._select_rows(status=PENDING, limit=limit)
+
+    def mark_delivered(self, row_id: int, transaction_id: str | None, at: datetime.datetime | None = None) -> None:
+        table = self.table
+        with self.engine.begin() as connection:
+            connection.execute(
+                sa.update(table)
+                .where(table.c.id == row_id)
+                .values(status=DELIVERED, delivered_at=utc(at) if at else _now(), transaction_id=transaction_id,
+                        attempts=table.c.attempts + 1, last_error=None)
+            )
+
+    def mark_failed(self, row_id: int, error: str, *, rejected: bool = False) -> None:
+        """Count a failed attempt; a `rejected` row (refused for good by the service) is not retried."""
+        table = self.table
+        values: dict[str, Any] = {"attempts": table.c.attempts + 1, "last_error": error[:2000]}
+        if rejected:
+            values["status"] = REJECTED
+        with self.engine.begin() as connection:
+            connection.execute(sa.update(table).where(table.c.id == row_id).values(values))
+
+
+class MeteringOutbox(DebitOutbox):
     """Sessions and their queued transactions in the profile store's database (migrated on first use).
 
     Writers (the hub's spawner at start and stop, the metering service at every pass) serialise on the session:
     SQLite takes its write lock up front (BEGIN IMMEDIATE), PostgreSQL locks the session row (FOR UPDATE). So
     whatever the order, the complete intervals and the final one of a session are each written once.
     """
+
+    table = outbox_table
+    row_class = OutboxRow
 
     def __init__(self, url: str):
         self.url = url
@@ -628,15 +691,14 @@ class MeteringOutbox:
             return 0
         return self._queue(connection, current, None, start, stopped_at, stopped_at)
 
-    @staticmethod
-    def _queue(connection, current: Session, index, start, end, now) -> int:
+    def _queue(self, connection, current: Session, index, start, end, now) -> int:
         amount = amount_milli(current.dcu_per_hour, seconds_between(start, end))
         if amount == 0:
             return 0  # nothing to debit (free profile, or a few milliseconds): the accounting refuses 0
         return int(
-            _insert_ignoring_duplicates(
+            self._insert_pending(
                 connection,
-                outbox_table,
+                now,
                 {
                     "idempotency_key": interval_key(current.username, current.server_name, current.started, index),
                     "session": current.session,
@@ -648,12 +710,6 @@ class MeteringOutbox:
                     "period_start": start,
                     "period_end": end,
                     "amount_milli": amount,
-                    "status": PENDING,
-                    "created_at": utc(now),
-                    "attempts": 0,
-                    "last_error": None,
-                    "delivered_at": None,
-                    "transaction_id": None,
                 },
             )
         )
@@ -662,35 +718,7 @@ class MeteringOutbox:
 
     def rows(self, session: str | None = None, status: str | None = None, limit: int | None = None) -> list[OutboxRow]:
         """Queued transactions, oldest first."""
-        query = sa.select(outbox_table).order_by(outbox_table.c.id)
-        if session is not None:
-            query = query.where(outbox_table.c.session == session)
-        if status is not None:
-            query = query.where(outbox_table.c.status == status)
-        if limit is not None:
-            query = query.limit(limit)
-        with self.engine.connect() as connection:
-            return [OutboxRow.from_row(row) for row in connection.execute(query)]
-
-    def pending(self, limit: int = 100) -> list[OutboxRow]:
-        return self.rows(status=PENDING, limit=limit)
-
-    def mark_delivered(self, row_id: int, transaction_id: str | None, at: datetime.datetime | None = None) -> None:
-        with self.engine.begin() as connection:
-            connection.execute(
-                sa.update(outbox_table)
-                .where(outbox_table.c.id == row_id)
-                .values(status=DELIVERED, delivered_at=utc(at) if at else _now(), transaction_id=transaction_id,
-                        attempts=outbox_table.c.attempts + 1, last_error=None)
-            )
-
-    def mark_failed(self, row_id: int, error: str, *, rejected: bool = False) -> None:
-        """Count a failed attempt; a `rejected` row (refused for good by the service) is not retried."""
-        values = {"attempts": outbox_table.c.attempts + 1, "last_error": error[:2000]}
-        if rejected:
-            values["status"] = REJECTED
-        with self.engine.begin() as connection:
-            connection.execute(sa.update(outbox_table).where(outbox_table.c.id == row_id).values(values))
+        return self._select_rows(status, limit, session=session)
 
 
 # -- delivery ----------------------------------------------------------------------------------------------------
@@ -709,7 +737,7 @@ class Delivery:
 PERMANENT_STATUSES = frozenset({400, 404, 409, 413, 422})
 
 
-def deliver_pending(outbox: MeteringOutbox, accounting, limit: int = 100) -> Delivery:
+def deliver_pending(outbox: DebitOutbox, accounting, limit: int = 100) -> Delivery:
     """Send pending rows to the accounting service, oldest first, each with its idempotency key.
 
     Stops at the first row that cannot be delivered for a reason that may pass (the service or the identity

@@ -24,10 +24,8 @@ import sqlalchemy as sa
 from decimal import Decimal
 
 from desp_hub.metering import (
-    DELIVERED,
-    PENDING,
-    REJECTED,
-    _insert_ignoring_duplicates,
+    DebitOutbox,
+    QueuedDebit,
     amount_milli,
     iso,
     price_text,
@@ -78,7 +76,7 @@ def from_millis(value: int) -> datetime.datetime:
 
 
 @dataclasses.dataclass(frozen=True)
-class UsageRow:
+class UsageRow(QueuedDebit):
     """One worker's queued debit."""
 
     id: int
@@ -98,14 +96,6 @@ class UsageRow:
     last_error: str | None
     delivered_at: datetime.datetime | None
     transaction_id: str | None
-
-    @classmethod
-    def from_row(cls, row) -> UsageRow:
-        values = dict(row._mapping)
-        for name in ("period_start", "period_end", "created_at", "delivered_at"):
-            if values[name] is not None:
-                values[name] = utc(values[name])
-        return cls(**values)
 
     def transaction(self) -> dict[str, Any]:
         """The transaction's fields besides user, kind, amount and key (the same at every retry)."""
@@ -130,8 +120,12 @@ class UsageRow:
         }
 
 
-class UsageOutbox:
-    """The durable queue of worker debits (created on first use)."""
+class UsageOutbox(DebitOutbox):
+    """The durable queue of worker debits (created on first use); reading and delivery marks are the hub's
+    (`desp_hub.metering.DebitOutbox`)."""
+
+    table = usage_table
+    row_class = UsageRow
 
     def __init__(self, url: str):
         self.url = url
@@ -176,9 +170,9 @@ class UsageOutbox:
                 amount = amount_milli(per_hour, seconds_between(start, stop))
                 if key in known or amount <= 0:  # the accounting service refuses zero amounts
                     continue
-                queued += _insert_ignoring_duplicates(
+                queued += self._insert_pending(
                     connection,
-                    usage_table,
+                    now,
                     {
                         "idempotency_key": key,
                         "username": username,
@@ -190,44 +184,9 @@ class UsageOutbox:
                         "period_start": start,
                         "period_end": stop,
                         "amount_milli": amount,
-                        "status": PENDING,
-                        "created_at": now,
-                        "attempts": 0,
-                        "last_error": None,
-                        "delivered_at": None,
-                        "transaction_id": None,
                     },
                 )
         return queued
 
     def rows(self, status: str | None = None, limit: int | None = None, username: str | None = None) -> list[UsageRow]:
-        query = sa.select(usage_table).order_by(usage_table.c.id)
-        if status is not None:
-            query = query.where(usage_table.c.status == status)
-        if username is not None:
-            query = query.where(usage_table.c.username == username)
-        if limit is not None:
-            query = query.limit(limit)
-        with self.engine.connect() as connection:
-            return [UsageRow.from_row(row) for row in connection.execute(query)]
-
-    # the interface desp_hub.metering.deliver_pending uses
-
-    def pending(self, limit: int = 100) -> list[UsageRow]:
-        return self.rows(status=PENDING, limit=limit)
-
-    def mark_delivered(self, row_id: int, transaction_id: str | None, at: datetime.datetime | None = None) -> None:
-        with self.engine.begin() as connection:
-            connection.execute(
-                sa.update(usage_table)
-                .where(usage_table.c.id == row_id)
-                .values(status=DELIVERED, delivered_at=utc(at) if at else datetime.datetime.now(datetime.UTC),
-                        transaction_id=transaction_id, attempts=usage_table.c.attempts + 1, last_error=None)
-            )  # fmt: skip
-
-    def mark_failed(self, row_id: int, error: str, *, rejected: bool = False) -> None:
-        values: dict[str, Any] = {"attempts": usage_table.c.attempts + 1, "last_error": error[:2000]}
-        if rejected:
-            values["status"] = REJECTED
-        with self.engine.begin() as connection:
-            connection.execute(sa.update(usage_table).where(usage_table.c.id == row_id).values(values))
+        return self._select_rows(status, limit, username=username)
