@@ -24,6 +24,7 @@ import os
 import re
 
 from aiohttp import web
+from cryptography.fernet import Fernet
 from dask_gateway_server.backends.db_base import JobStatus
 from dask_gateway_server.backends.local import UnsafeLocalBackend
 from traitlets import Float, Instance, Unicode, default
@@ -171,12 +172,52 @@ class DespGatewayMixin(LoggingConfigurable):
             await self._deliver_once()
 
 
+def read_or_create_key(path: str) -> bytes:
+    """The Fernet key in `path`, created (0600, in a 0700 directory) with a new random key if missing. Never logged."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(descriptor, "wb") as key_file:
+            key_file.write(Fernet.generate_key())
+    with open(path, "rb") as key_file:
+        return key_file.read().strip()
+
+
 class DespLocalBackend(DespGatewayMixin, UnsafeLocalBackend):
-    """UnsafeLocalBackend with per-role and per-profile limits, clear refusals and worker-hours metering."""
+    """UnsafeLocalBackend with per-role and per-profile limits, clear refusals and worker-hours metering.
+
+    Its clusters can outlive the gateway's process: with `db_url` a file (gateway_config.py puts it in the
+    gateway's data directory), a restarted gateway (the hub restarts a gateway that died, or the hub itself was
+    restarted) reloads its clusters, checks their scheduler and worker processes (they run in sessions of their
+    own, so they survive the gateway), routes them again and meters their workers from their recorded start: the
+    intervals missed while it was down are queued at its first metering pass, under the same keys, so nothing is
+    debited twice. The database holds the clusters' TLS keys and tokens, encrypted with `db_encrypt_keys`; unless
+    given (or in $DASK_GATEWAY_ENCRYPT_KEYS), one key is generated into `db_encrypt_key_file` on first start.
+    """
+
+    db_encrypt_key_file = Unicode(
+        config=True,
+        help="""
+        File holding the key that encrypts the clusters' TLS keys and tokens in `db_url` when neither
+        `db_encrypt_keys` nor $DASK_GATEWAY_ENCRYPT_KEYS gives one: created with a new random Fernet key (mode 0600,
+        its directory 0700) on the first start, read at every later one. Losing it makes the database unreadable
+        (remove both to start afresh). Empty: no file, the upstream rules apply.
+        """,
+    )
 
     @default("cluster_config_class")
     def _desp_cluster_config_class(self):
         return "desp_hub.dask_gateway.options.DespClusterConfig"
+
+    @default("db_encrypt_keys")
+    def _desp_db_encrypt_keys(self):
+        if self.db_encrypt_key_file and not os.environ.get("DASK_GATEWAY_ENCRYPT_KEYS", "").strip():
+            return self._db_encrypt_keys_validate({"value": [read_or_create_key(self.db_encrypt_key_file)]})
+        return super()._db_encrypt_keys_default()
 
     # -- metering -----------------------------------------------------------------------------------------------
 
