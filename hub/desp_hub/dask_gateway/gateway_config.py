@@ -7,6 +7,10 @@
 #   DESP_DASK_DCU_PER_CORE_HOUR                       price of a worker core hour (DespClusterConfig)
 #   DESP_DASK_METERING_INTERVAL                       seconds per metered interval of a worker (the hub's)
 #   DESP_DASK_USAGE_DB_URL, DESP_DASK_CLUSTERS_DIR    the debit outbox, the clusters' working directories
+#   DESP_DASK_DB_URL, DESP_DASK_ENCRYPT_KEY_FILE      the gateway's own state (its clusters and workers) and the
+#                                                     file of the key encrypting their secrets in it (created once)
+#   DESP_DASK_KEEP_CLUSTERS                           "true": clusters outlive the gateway's stop (as servers
+#                                                     outlive the hub's with cleanup_servers False); else stopped
 #   DESP_ACCOUNTING_URL, DESP_METERING_TOKEN_URL, DESP_METERING_CLIENT_ID, DESP_METERING_CLIENT_SECRET
 #                                                     where worker debits go, as the hub's metering client
 #   DESP_DASK_GATEWAY_EXTRA_CONFIG                    an operator's file loaded last (it wins)
@@ -46,6 +50,16 @@ if os.environ.get("DESP_DASK_CLUSTERS_DIR"):
     c.DespLocalBackend.clusters_directory = os.environ["DESP_DASK_CLUSTERS_DIR"]
 if os.environ.get("DESP_DASK_USAGE_DB_URL"):
     c.DespLocalBackend.usage_db_url = os.environ["DESP_DASK_USAGE_DB_URL"]
+
+# The clusters live in a file, not in memory: a gateway restarted after a crash, a SIGKILL or the hub's restart
+# finds its clusters again (their processes survive it) and meters their workers from their recorded start.
+c.DespLocalBackend.db_url = os.environ.get("DESP_DASK_DB_URL") or f"sqlite:///{os.path.abspath('dask-gateway.sqlite')}"
+c.DespLocalBackend.db_encrypt_key_file = os.environ.get("DESP_DASK_ENCRYPT_KEY_FILE") or os.path.abspath(
+    os.path.join("secrets", "dask_gateway_encrypt_key")
+)
+# Stopping the gateway stops its clusters (their final worker intervals debited) unless the hub keeps servers
+# across its restarts: then their clusters stay too, and the next gateway takes them over.
+c.DespLocalBackend.stop_clusters_on_shutdown = os.environ.get("DESP_DASK_KEEP_CLUSTERS", "").lower() != "true"
 
 if os.environ.get("DESP_DASK_ROLE_LIMITS"):
     c.DespDaskLimits.role_limits = json.loads(os.environ["DESP_DASK_ROLE_LIMITS"])
