@@ -416,6 +416,37 @@ class _HubServiceUrl:
         return f"<the hub's public URL>/services/{self.name}"
 
 
+class _HubKeepsServers:
+    """"true" when the running hub keeps users' servers across its restarts (`JupyterHub.cleanup_servers` False:
+    `desp-hub up --keep-servers`, or jupyterhub_config.py on its own), read when the gateway starts: the gateway
+    then keeps users' clusters across its restarts too."""
+
+    def __call__(self, _spawner: Any) -> str:
+        from jupyterhub.app import JupyterHub
+
+        keeps = JupyterHub.initialized() and not JupyterHub.instance().cleanup_servers
+        return "true" if keeps else "false"
+
+    def __repr__(self) -> str:
+        return "<true when the hub keeps servers across its restarts>"
+
+
+def _kept_port(data_dir: str) -> int:
+    """The gateway's port kept in `{data_dir}/dask-gateway.port`, chosen free on first use: clusters that outlive
+    a hub restart keep heartbeating to it, and users' kept servers keep finding the gateway there."""
+    path = os.path.join(data_dir, "dask-gateway.port")
+    try:
+        with open(path) as port_file:
+            return int(port_file.read().strip())
+    except (FileNotFoundError, ValueError):
+        pass
+    port = free_port()
+    os.makedirs(data_dir, exist_ok=True)
+    with open(path, "w") as port_file:
+        port_file.write(f"{port}\n")
+    return port
+
+
 def install_dask_gateway_service(
     c: Any,
     *,
@@ -428,6 +459,7 @@ def install_dask_gateway_service(
     profile_limits: dict | None = None,
     port: int | None = None,
     data_dir: str | None = None,
+    keep_clusters: bool | None = None,
 ) -> None:
     """Add the `dask-gateway` service (dask-gateway-server with `desp_hub.dask_gateway.gateway_config`), its
     least-privilege role, access to it for every user, and its address in every user server's environment, to `c`.
@@ -438,9 +470,16 @@ def install_dask_gateway_service(
     - `role_limits`, `profile_limits`: `DespDaskLimits` (default: stack-dask-low|medium|high, no profile limits;
       else the hub's $DESP_DASK_ROLE_LIMITS / $DESP_DASK_PROFILE_LIMITS, JSON, when set).
     - `port`: the service's port on 127.0.0.1 (HTTP API and dashboards, which the hub proxies at
-      `/services/dask-gateway/`, and the schedulers' TLS traffic). Default: a port free right now.
-    - `data_dir`: the debit outbox (`dask-usage.sqlite`) and the clusters' working directories. Default: the hub's
-      working directory.
+      `/services/dask-gateway/`, and the schedulers' TLS traffic). Default: the one kept in
+      `{data_dir}/dask-gateway.port` (a port free at the first start), the same after every restart.
+    - `data_dir`: the debit outbox (`dask-usage.sqlite`), the gateway's state (`dask-gateway.sqlite`: its clusters
+      and workers, their secrets encrypted with the key in `secrets/dask_gateway_encrypt_key`, made once, 0600)
+      and the clusters' working directories. Default: the hub's working directory.
+    - `keep_clusters`: whether users' clusters outlive the gateway's stop (the next gateway takes them over and
+      meters their workers from their start) or are stopped with it (their final intervals debited). Default: as
+      the hub keeps users' servers across its restarts (`JupyterHub.cleanup_servers` False), read at the start.
+      A gateway that dies (crash, SIGKILL) leaves its clusters running either way; the hub restarts it and it
+      takes them over.
 
     Users' servers get `DASK_GATEWAY__ADDRESS`, `DASK_GATEWAY__PROXY_ADDRESS` and `DASK_GATEWAY__AUTH__TYPE`, and
     their token may access the service, so `dask_gateway.Gateway()` works with no argument. Which users may create
@@ -449,13 +488,16 @@ def install_dask_gateway_service(
     """
     import json
 
-    port = port or free_port()
-    data_dir = data_dir or os.getcwd()
+    data_dir = os.path.abspath(data_dir or os.getcwd())
+    port = port or _kept_port(data_dir)
     environment: dict[str, Any] = {
         "DESP_DASK_DCU_PER_CORE_HOUR": f"{float(dcu_per_core_hour):g}",
         "DESP_DASK_METERING_INTERVAL": str(int(interval_seconds)),
         "DESP_DASK_USAGE_DB_URL": f"sqlite:///{os.path.join(data_dir, 'dask-usage.sqlite')}",
         "DESP_DASK_CLUSTERS_DIR": os.path.join(data_dir, "dask-clusters"),
+        "DESP_DASK_DB_URL": f"sqlite:///{os.path.join(data_dir, 'dask-gateway.sqlite')}",
+        "DESP_DASK_ENCRYPT_KEY_FILE": os.path.join(data_dir, "secrets", "dask_gateway_encrypt_key"),
+        "DESP_DASK_KEEP_CLUSTERS": _HubKeepsServers() if keep_clusters is None else str(bool(keep_clusters)).lower(),
     }
     if role_limits is not None:
         environment["DESP_DASK_ROLE_LIMITS"] = json.dumps(role_limits)
