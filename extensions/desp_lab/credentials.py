@@ -155,3 +155,68 @@ def _exchange(url, form, timeout):
     if not token:
         raise CredentialsError(f"The token exchange at {url} returned no access token.")
     return token
+
+
+class ClientCredentials:
+    """A service's own access token by the OAuth 2 client credentials grant: calling the object (or `token()`)
+    returns a current token of `client_id`, shared by every caller (thread-safe).
+
+    A token is reused until `margin` seconds (at most half its lifetime) before it expires, so the identity provider
+    sees one request per token lifetime, not one per use. The hub's metering (`desp_hub.metering`) and the
+    dashboards' statistics account (`desp_dashboards.service_account`) use it; each raises its own error through
+    `unavailable(reason)` when no token can be had. The secret is never logged or shown.
+    """
+
+    def __init__(self, token_url: str, client_id: str, client_secret: str, *, margin: float = 30,
+                 timeout: float = 10, clock=time.monotonic):  # fmt: skip
+        self.token_url = token_url
+        self.client_id = client_id
+        self._secret = client_secret
+        self.margin = margin
+        self.timeout = timeout
+        self._clock = clock
+        self._token = ""
+        self._expires = 0.0
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.token_url!r}, {self.client_id!r}, client_secret=***)"
+
+    def unavailable(self, reason: str) -> Exception:
+        """The error raised when no token can be had; `reason` says why in a few words (never the secret)."""
+        return CredentialsError(f"No access token for client {self.client_id!r} from {self.token_url}: {reason}.")
+
+    def forget(self) -> None:
+        """Drop the cached token (a service refused it): the next call asks the identity provider."""
+        with self._lock:
+            self._token, self._expires = "", 0.0
+
+    def __call__(self) -> str:
+        return self.token()
+
+    def token(self) -> str:
+        with self._lock:
+            if self._token and self._clock() < self._expires:
+                return self._token
+            token, lifetime = self._fetch()
+            self._token = token
+            self._expires = self._clock() + max(0.0, lifetime - min(self.margin, lifetime / 2))
+            return token
+
+    def _fetch(self) -> tuple[str, float]:
+        import requests
+
+        if not self.token_url:
+            raise self.unavailable("no token URL configured")
+        try:
+            response = requests.post(self.token_url, data={"grant_type": "client_credentials"},
+                                     auth=(self.client_id, self._secret), timeout=self.timeout)  # fmt: skip
+        except requests.RequestException as error:
+            raise self.unavailable(f"did not answer ({type(error).__name__})") from None
+        if response.status_code != 200:
+            raise self.unavailable(f"refused client {self.client_id!r} (HTTP {response.status_code})")
+        try:
+            body = response.json()
+            return str(body["access_token"]), float(body.get("expires_in") or 60)
+        except (ValueError, KeyError, TypeError):
+            raise self.unavailable("answered without an access token") from None

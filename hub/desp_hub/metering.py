@@ -34,12 +34,11 @@ import dataclasses
 import datetime
 import logging
 import os
-import threading
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
+import desp_lab.credentials
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from traitlets import CaselessStrEnum, Float, Integer, Unicode, default, validate
@@ -781,63 +780,12 @@ def _transaction_id(transaction) -> str | None:
 # -- the hub's access token --------------------------------------------------------------------------------------
 
 
-class ClientCredentials:
-    """A callable returning an access token from the client credentials grant, cached until shortly before expiry.
+class ClientCredentials(desp_lab.credentials.ClientCredentials):
+    """A callable returning the metering client's access token (the cached client credentials grant of
+    `desp_lab.credentials`). A failure raises `desp_lab.errors.ServiceUnavailable` (the identity provider could not
+    give a token), which callers treat as the accounting service being unreachable."""
 
-    Thread-safe. A failure raises `desp_lab.errors.ServiceUnavailable` (the identity provider could not give a
-    token), which callers treat as the accounting service being unreachable. The secret is never logged or shown.
-    """
-
-    def __init__(self, token_url: str, client_id: str, client_secret: str, *, margin: float = 30,
-                 timeout: float = 10, clock: Callable[[], float] = time.monotonic):
-        self.token_url = token_url
-        self.client_id = client_id
-        self._secret = client_secret
-        self.margin = margin
-        self.timeout = timeout
-        self._clock = clock
-        self._token = ""
-        self._expires = 0.0
-        self._lock = threading.Lock()
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.token_url!r}, {self.client_id!r}, client_secret=***)"
-
-    def forget(self) -> None:
-        with self._lock:
-            self._token, self._expires = "", 0.0
-
-    def __call__(self) -> str:
-        with self._lock:
-            if self._token and self._clock() < self._expires:
-                return self._token
-            token, lifetime = self._fetch()
-            # Reused until `margin` seconds (at most half its life) before it expires.
-            self._token = token
-            self._expires = self._clock() + max(0.0, lifetime - min(self.margin, lifetime / 2))
-            return token
-
-    def _fetch(self) -> tuple[str, float]:
-        import requests
+    def unavailable(self, reason: str) -> Exception:
         from desp_lab.errors import ServiceUnavailable
 
-        if not self.token_url:
-            raise ServiceUnavailable("identity provider", "(no DespMetering.token_url)", "no token URL configured")
-        try:
-            response = requests.post(
-                self.token_url,
-                data={"grant_type": "client_credentials"},
-                auth=(self.client_id, self._secret),
-                timeout=self.timeout,
-            )
-        except requests.RequestException as error:
-            raise ServiceUnavailable("identity provider", self.token_url, type(error).__name__) from None
-        if response.status_code != 200:
-            raise ServiceUnavailable(
-                "identity provider", self.token_url, f"HTTP {response.status_code} for client {self.client_id}"
-            )
-        try:
-            body = response.json()
-            return body["access_token"], float(body.get("expires_in") or 60)
-        except (ValueError, KeyError, TypeError):
-            raise ServiceUnavailable("identity provider", self.token_url, "no access_token in its answer") from None
+        return ServiceUnavailable("identity provider", self.token_url or "(no DespMetering.token_url)", reason)
