@@ -306,6 +306,9 @@ async def test_heartbeats_pods_and_the_clusters_stop_meter_each_worker_once_acro
         finals = [r for r in rows("worker-a") if r.interval_index is None]
         assert len(finals) == 1 and finals[0].period_start == first_start + datetime.timedelta(seconds=2 * INTERVAL)
         sightings = {s.worker: s for s in WorkerSightings(outbox.engine).all()}
+        # each worker's pod was read once, when first seen
+        reads = [r[1] for r in kube_api.requests if r[0] == "GET" and "/pods/" in r[1]]
+        assert sorted(reads) == [f"/api/v1/namespaces/{NAMESPACE}/pods/worker-{w}" for w in "ab"]
         assert sightings["worker-a"].stopped == finals[0].period_end and sightings["worker-b"].stopped is None
 
     # a new API pod (same outbox database): worker-b's start is kept; the cluster stops while it runs

@@ -134,8 +134,10 @@ class DespKubeBackend(DespGatewayMixin, KubeBackend):
             return
         now = self._now()
         active = {str(name) for name in msg.get("active_workers") or ()}
+        known = {sighting.worker for sighting in await asyncio.to_thread(self.sightings.open, cluster_name)}
         for worker in sorted(active):
-            started = await self._pod_start(cluster_name.split(".", 1)[0], worker)
+            # a new worker's start is its pod's (read once); a known one's is kept
+            started = None if worker in known else await self._pod_start(cluster_name.split(".", 1)[0], worker)
             await asyncio.to_thread(self._sight, cluster, worker, started or now, now)
         for sighting in await asyncio.to_thread(self.sightings.open, cluster_name):
             if sighting.worker not in active:  # closing, closed, or lost: stopped now
