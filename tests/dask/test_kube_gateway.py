@@ -474,3 +474,33 @@ async def test_refusals_beyond_the_limits_are_the_shared_mixins_on_both_backends
     assert refusals == ["at most 2 cores per worker for role stack-dask-low (asked for 3)",
                         "at most 1 GiB of memory per worker for profile standard (asked for 2 GiB)"]  # fmt: skip
     assert accepted["cluster_max_workers"] == 3 and accepted["max_workers_source"] == "role stack-dask-low"
+
+
+async def test_a_scale_beyond_the_clusters_maximum_is_refused_with_the_reason_on_kubernetes(kube_api, tmp_path):
+    """The mixin's refusal (a 422 with the reason, where upstream silently caps) on the Kubernetes backend, through
+    a real aiohttp server with the backend's middleware, for a cluster the informer knows."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    name = uuid.uuid4().hex
+    await kube_api.put_cluster(name, "researcher", cluster_config(max_workers_source="role stack-dask-low"))
+    config = Config()
+    configure_gateway(config, {"DESP_DASK_USAGE_DB_URL": f"sqlite:///{tmp_path / 'usage.sqlite'}"})
+    config.DespKubeBackend.gateway_instance = INSTANCE
+    backend = DespKubeBackend(config=config)
+    app = web.Application()
+
+    async def scaled(request):
+        return web.json_response({"ok": True})
+
+    app.router.add_post("/api/v1/clusters/{name}/scale", scaled)
+    await backend.setup(app)
+    try:
+        await wait_for(lambda: f"{NAMESPACE}.{name}" in backend.clusters, 30, "the informer's cluster")
+        async with TestClient(TestServer(app, host="127.0.0.1", port=free_port())) as client:
+            refused = await client.post(f"/api/v1/clusters/{NAMESPACE}.{name}/scale", json={"count": 3})
+            assert refused.status == 422
+            assert await refused.json() == {"error": "at most 2 workers for role stack-dask-low (asked for 3)"}
+            allowed = await client.post(f"/api/v1/clusters/{NAMESPACE}.{name}/scale", json={"count": 2})
+            assert allowed.status == 200
+    finally:
+        await backend.cleanup()
