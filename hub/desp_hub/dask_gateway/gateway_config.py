@@ -2,7 +2,8 @@
 #
 # Loaded with `python -m dask_gateway_server -f <this file>`; the hub starts it as a managed service
 # (desp_hub.services.install.install_dask_gateway_service), which gives it, besides JupyterHub's own
-# JUPYTERHUB_API_URL/_API_TOKEN/_SERVICE_NAME/_SERVICE_URL/_SERVICE_PREFIX:
+# JUPYTERHUB_API_URL/_API_TOKEN/_SERVICE_NAME/_SERVICE_URL/_SERVICE_PREFIX (the limits, price, interval, outbox and
+# accounting settings are read by desp_hub.dask_gateway.settings.apply_settings, as for the chart's gateway):
 #   DESP_DASK_ROLE_LIMITS, DESP_DASK_PROFILE_LIMITS   JSON: DespDaskLimits.role_limits / profile_limits (optional)
 #   DESP_DASK_DCU_PER_CORE_HOUR                       price of a worker core hour (DespClusterConfig)
 #   DESP_DASK_METERING_INTERVAL                       seconds per metered interval of a worker (the hub's)
@@ -16,10 +17,11 @@
 #   DESP_DASK_GATEWAY_EXTRA_CONFIG                    an operator's file loaded last (it wins)
 # Every listening socket is on 127.0.0.1: the gateway's API, its proxy (HTTP for the API and dashboards, and the
 # schedulers' TLS traffic, on the one service port) and the schedulers and workers (the local backend's host).
-import json
 import os
 import sys
 import urllib.parse
+
+from desp_hub.dask_gateway.settings import apply_settings
 
 c = get_config()  # noqa: F821 (provided by dask-gateway-server when it loads this file)
 
@@ -38,8 +40,6 @@ c.DespClusterConfig.scheduler_cmd = [dask_command, "scheduler"]
 # Workers without their own dashboard (the scheduler's, proxied by the gateway, shows them): it starts faster.
 # They keep their nanny, which enforces the memory limit per worker.
 c.DespClusterConfig.worker_cmd = [dask_command, "worker", "--no-dashboard"]
-c.DespClusterConfig.dcu_per_core_hour = float(os.environ.get("DESP_DASK_DCU_PER_CORE_HOUR") or 1)
-c.DespClusterConfig.metering_interval_seconds = int(os.environ.get("DESP_DASK_METERING_INTERVAL") or 300)
 # Heartbeats every 2 s: scaling and stops take effect within seconds on one machine. A cluster is given up only
 # after 60 s without one (a busy machine delays heartbeats; the default, twice the period, would kill clusters).
 c.DespLocalBackend.cluster_heartbeat_period = 2
@@ -48,8 +48,6 @@ c.DespLocalBackend.cluster_status_period = 5
 c.DespLocalBackend.worker_status_period = 5
 if os.environ.get("DESP_DASK_CLUSTERS_DIR"):
     c.DespLocalBackend.clusters_directory = os.environ["DESP_DASK_CLUSTERS_DIR"]
-if os.environ.get("DESP_DASK_USAGE_DB_URL"):
-    c.DespLocalBackend.usage_db_url = os.environ["DESP_DASK_USAGE_DB_URL"]
 
 # The clusters live in a file, not in memory: a gateway restarted after a crash, a SIGKILL or the hub's restart
 # finds its clusters again (their processes survive it) and meters their workers from their recorded start.
@@ -61,15 +59,9 @@ c.DespLocalBackend.db_encrypt_key_file = os.environ.get("DESP_DASK_ENCRYPT_KEY_F
 # across its restarts: then their clusters stay too, and the next gateway takes them over.
 c.DespLocalBackend.stop_clusters_on_shutdown = os.environ.get("DESP_DASK_KEEP_CLUSTERS", "").lower() != "true"
 
-if os.environ.get("DESP_DASK_ROLE_LIMITS"):
-    c.DespDaskLimits.role_limits = json.loads(os.environ["DESP_DASK_ROLE_LIMITS"])
-if os.environ.get("DESP_DASK_PROFILE_LIMITS"):
-    c.DespDaskLimits.profile_limits = json.loads(os.environ["DESP_DASK_PROFILE_LIMITS"])
-
-# Worker debits: the accounting service and the hub's metering client (its secret only from the environment).
-c.DespMetering.accounting_url = os.environ.get("DESP_ACCOUNTING_URL", "")
-c.DespMetering.token_url = os.environ.get("DESP_METERING_TOKEN_URL", "")
-c.DespMetering.client_id = os.environ.get("DESP_METERING_CLIENT_ID") or "desp-metering"
+# DESP's settings shared with the chart's gateway (limits, price, metering interval, debit outbox, accounting and the
+# metering client, whose secret DespMetering reads from the environment itself): the same parsing for both.
+apply_settings(c)
 
 extra_config = os.environ.get("DESP_DASK_GATEWAY_EXTRA_CONFIG")
 if extra_config:
