@@ -23,7 +23,7 @@ import json
 import logging
 import os
 import signal
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -222,17 +222,28 @@ def openapi_json() -> str:
 # --- handlers -----------------------------------------------------------------------------------------------------
 
 
-def log_request(handler: web.RequestHandler) -> None:
-    """Access log line without the query string (it may carry a token: `?token=` is accepted from websockets)."""
-    status = handler.get_status()
-    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
-    request = handler.request
-    log.log(level, "%d %s %s (%s) %.2fms", status, request.method, request.path, request.remote_ip,
-            1000 * request.request_time())
+def request_logger(logger: logging.Logger) -> Callable[[web.RequestHandler], None]:
+    """A service's tornado `log_function`: one access log line on `logger`, without the query string (it may carry
+    a token: `?token=` is accepted from websockets)."""
+
+    def log_request(handler: web.RequestHandler) -> None:
+        status = handler.get_status()
+        level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+        request = handler.request
+        logger.log(level, "%d %s %s (%s) %.2fms", status, request.method, request.path, request.remote_ip,
+                   1000 * request.request_time())
+
+    return log_request
+
+
+log_request = request_logger(log)
 
 
 class JsonErrorsMixin:
     """Every error, including tornado's own (404, 405), answered as JSON `{"message", "field"}`."""
+
+    #: The service a handler belongs to, as its messages name it ("The profiles service failed ...").
+    service_name = "profiles"
 
     def log_exception(self, typ, value, tb) -> None:
         if isinstance(value, web.HTTPError):
@@ -251,18 +262,19 @@ class JsonErrorsMixin:
             body["message"] = error.log_message % error.args if error.log_message else error.reason or body["message"]
         elif status_code >= 500:
             # details are in the log (tornado logs the traceback); the caller gets a short message
-            body["message"] = "The profiles service failed to handle this request; see the service log."
+            body["message"] = f"The {self.service_name} service failed to handle this request; see the service log."
         if status_code == 405:
             self.set_header("Allow", ", ".join(self.allowed_methods()))
         self.set_header("Content-Type", JSON_TYPE)
         self.clear_header("Content-Disposition")
+        self.clear_header("Content-Security-Policy")  # set by handlers serving sandboxed HTML (workflows)
         self.finish(json.dumps(body))
 
     def allowed_methods(self) -> list[str]:
         """The methods this handler implements (for the Allow header of a 405)."""
         return [
             method
-            for method in ("GET", "POST", "PUT", "DELETE")
+            for method in ("GET", "POST", "PUT", "PATCH", "DELETE")
             if getattr(type(self), method.lower()) is not getattr(web.RequestHandler, method.lower())
         ]
 
@@ -284,13 +296,21 @@ class OpenApiHandler(JsonErrorsMixin, web.RequestHandler):
             self.finish(openapi_text())
 
 
-class BaseHandler(JsonErrorsMixin, HubOAuthenticated, web.RequestHandler):
-    """Identifies the caller through the hub; helpers to require a user or an admin and to read JSON bodies."""
+class HubCallerMixin(JsonErrorsMixin, HubOAuthenticated):
+    """Identifies the caller through the hub (their own token, or the service's login cookie) before every request,
+    for the hub's services (profiles, workflows: `service_name` names it in refusals); JSON bodies in and out.
 
-    def initialize(self, store: ProfileStore, admin_group: str | None):
-        self.store = store
-        self.admin_group = admin_group
-        self._caller: dict[str, Any] | None = None
+    `caller` is the hub's user model, or a 401 when the request carries no identity. The application's settings
+    hold the service's `hub_auth` (HubOAuth).
+    """
+
+    _caller: dict[str, Any] | None = None
+    #: What an empty request body reads as (None: its absence is a valid JSON `null`).
+    empty_body = b""
+
+    @property
+    def hub_auth(self) -> HubOAuth:
+        return self.settings["hub_auth"]
 
     async def prepare(self):
         # async lookup, so the event loop is not blocked while the hub answers
@@ -299,7 +319,7 @@ class BaseHandler(JsonErrorsMixin, HubOAuthenticated, web.RequestHandler):
             try:
                 self._caller = self.check_hub_user(model)
             except UserNotAllowed:
-                raise ApiError(403, f"{model.get('name')} may not use the profiles service") from None
+                raise ApiError(403, f"{model.get('name')} may not use the {self.service_name} service") from None
 
     def get_current_user(self):
         return self._caller
@@ -310,17 +330,9 @@ class BaseHandler(JsonErrorsMixin, HubOAuthenticated, web.RequestHandler):
             raise ApiError(401, "log in to the hub, or send an API token: Authorization: token <token>")
         return self._caller
 
-    @property
-    def actor(self) -> str:
-        return self.caller["name"]
-
-    def require_admin(self) -> None:
-        if not is_admin(self.caller, self.admin_group):
-            raise ApiError(403, "only hub admins may change profiles or read their history")
-
     def json_body(self) -> Any:
         try:
-            return json.loads(self.request.body or b"", parse_constant=_reject_constant)
+            return json.loads(self.request.body or self.empty_body, parse_constant=_reject_constant)
         except (UnicodeDecodeError, ValueError, RecursionError):
             raise ApiError(400, "the request body is not valid JSON", field="body") from None
 
@@ -329,9 +341,22 @@ class BaseHandler(JsonErrorsMixin, HubOAuthenticated, web.RequestHandler):
         self.set_header("Content-Type", JSON_TYPE)
         self.finish(json.dumps(value))
 
+
+class BaseHandler(HubCallerMixin, web.RequestHandler):
+    """The profiles API's handlers: the caller through the hub; helpers to require a user or an admin."""
+
+    def initialize(self, store: ProfileStore, admin_group: str | None):
+        self.store = store
+        self.admin_group = admin_group
+        self._caller = None
+
     @property
-    def hub_auth(self) -> HubOAuth:
-        return self.settings["hub_auth"]
+    def actor(self) -> str:
+        return self.caller["name"]
+
+    def require_admin(self) -> None:
+        if not is_admin(self.caller, self.admin_group):
+            raise ApiError(403, "only hub admins may change profiles or read their history")
 
     def check_slug(self, slug: str) -> None:
         """A path that cannot name a profile is a 404 before the store is asked."""
@@ -483,10 +508,18 @@ def make_app(
         (route("oauth_callback"), OAuthCallbackHandler),
         *page_handlers(route, args),  # the admin web pages, `/services/profiles/` included
     ]
+    return service_application(handlers, service_prefix=service_prefix, hub_auth=hub_auth,
+                               cookie_secret=cookie_secret, log_function=log_request)  # fmt: skip
+
+
+def service_application(handlers: list, *, service_prefix: str, hub_auth: HubOAuth, cookie_secret: bytes | None,
+                        log_function: Callable[[web.RequestHandler], None]) -> web.Application:  # fmt: skip
+    """A hub service's tornado application (profiles, workflows): JSON 404s, its access log, its HubOAuth and
+    prefix in the settings (`HubCallerMixin`, the pages)."""
     return web.Application(
         handlers,
         default_handler_class=NotFoundHandler,
-        log_function=log_request,
+        log_function=log_function,
         hub_auth=hub_auth,
         service_prefix=service_prefix,
         # signs the OAuth state and token cookies; a restart logs browsers in again silently

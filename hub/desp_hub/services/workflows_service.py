@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import datetime
 import importlib.util
-import json
 import logging
 import mimetypes
 import os
@@ -37,13 +36,19 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler, HubOAuthenticated, UserNotAllowed
+from jupyterhub.services.auth import HubOAuth
 from jupyterhub.utils import url_path_join
 from tornado import web
 from traitlets import Integer, Unicode, default
 from traitlets.config import Application
 
-from desp_hub.services.profiles_service import ApiError, JsonErrorsMixin, NotFoundHandler
+from desp_hub.services.profiles_service import (
+    ApiError,
+    HubCallerMixin,
+    OAuthCallbackHandler,
+    request_logger,
+    service_application,
+)
 from desp_hub.workflows import scheduler
 from desp_hub.workflows.notebook import NotebookError, Parameter, content_hash, declared_parameters, read_notebook
 from desp_hub.workflows.parameters import ParameterError, validate
@@ -53,7 +58,6 @@ from desp_hub.workflows.store import NameTaken, NotFound, WorkflowStore
 log = logging.getLogger("desp_hub.services.workflows")
 
 SERVICE_NAME = "workflows"
-JSON_TYPE = "application/json; charset=UTF-8"
 MAX_BODY_BYTES = 32 * 1024 * 1024  # a notebook with embedded figures is a few MB
 VISIBILITIES = ("private", "group", "public")
 NAME_MAX = 200
@@ -235,74 +239,31 @@ def check_id(text: str, what: str) -> int:
     return int(text)
 
 
-def log_request(handler: web.RequestHandler) -> None:
-    """Access log line without the query string (which may carry a token)."""
-    status = handler.get_status()
-    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
-    request = handler.request
-    log.log(level, "%d %s %s (%s) %.2fms", status, request.method, request.path, request.remote_ip,
-            1000 * request.request_time())
+log_request = request_logger(log)
 
 
 # --- handlers -------------------------------------------------------------------------------------------------------
 
 
-class ErrorsMixin(JsonErrorsMixin):
-    """JSON errors (the profiles service's), naming this service when it fails."""
+class BaseHandler(HubCallerMixin, web.RequestHandler):
+    """The workflows API's handlers: the caller through the hub (`HubCallerMixin`); JSON helpers; store calls in
+    worker threads."""
 
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        error = kwargs.get("exc_info", (None, None, None))[1]
-        if status_code >= 500 and not isinstance(error, ApiError):
-            self.set_header("Content-Type", JSON_TYPE)
-            self.clear_header("Content-Disposition")
-            self.clear_header("Content-Security-Policy")
-            message = "The workflows service failed to handle this request; see the service log."
-            self.finish(json.dumps({"message": message, "field": None}))
-            return
-        super().write_error(status_code, **kwargs)
-
-    def allowed_methods(self) -> list[str]:
-        return [m for m in ("GET", "POST", "PUT", "PATCH", "DELETE")
-                if getattr(type(self), m.lower()) is not getattr(web.RequestHandler, m.lower())]
-
-
-class BaseHandler(ErrorsMixin, HubOAuthenticated, web.RequestHandler):
-    """Identifies the caller through the hub (their own token); JSON helpers; store calls in worker threads."""
+    service_name = SERVICE_NAME
+    empty_body = b"null"
 
     def initialize(self, service: WorkflowsService):
         self.service = service
         self.store: WorkflowStore = service.store
         self.runner: WorkflowRunner = service.runner
-        self._caller: dict[str, Any] | None = None
-
-    async def prepare(self):
-        model = await self.hub_auth.get_user(self, sync=False)
-        if model:
-            try:
-                self._caller = self.check_hub_user(model)
-            except UserNotAllowed:
-                raise ApiError(403, f"{model.get('name')} may not use the workflows service") from None
-
-    def get_current_user(self):
-        return self._caller
-
-    @property
-    def hub_auth(self) -> HubOAuth:
-        return self.settings["hub_auth"]
+        self._caller = None
 
     @property
     def caller(self) -> dict[str, Any]:
-        if self._caller is None:
-            raise ApiError(401, "log in to the hub, or send an API token: Authorization: token <token>")
-        if self._caller.get("kind") == "service":
+        caller = super().caller
+        if caller.get("kind") == "service":
             raise ApiError(403, "workflows belong to users; a service token cannot use them")
-        return self._caller
-
-    def json_body(self) -> Any:
-        try:
-            return json.loads(self.request.body or b"null", parse_constant=_reject_constant)
-        except (UnicodeDecodeError, ValueError, RecursionError):
-            raise ApiError(400, "the request body is not valid JSON", field="body") from None
+        return caller
 
     def json_object(self, allowed: tuple[str, ...]) -> dict[str, Any]:
         body = self.json_body()
@@ -312,11 +273,6 @@ class BaseHandler(ErrorsMixin, HubOAuthenticated, web.RequestHandler):
             if name not in allowed:
                 raise ApiError(400, f"unknown field {name!r} (allowed: {', '.join(allowed)})", field=name)
         return body
-
-    def write_json(self, value: Any, status: int = 200) -> None:
-        self.set_status(status)
-        self.set_header("Content-Type", JSON_TYPE)
-        self.finish(json.dumps(value))
 
     async def call(self, function, *args, **kwargs):
         """A blocking store call in a worker thread, its errors as API errors."""
@@ -434,16 +390,6 @@ class BaseHandler(ErrorsMixin, HubOAuthenticated, web.RequestHandler):
             if group not in (caller.get("groups") or ()) and not caller.get("admin"):
                 raise ApiError(400, f"you are not a member of the group {group!r}", field="group")
         return fields
-
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-class OAuthCallbackHandler(HubOAuthCallbackHandler):
-    @property
-    def hub_auth(self) -> HubOAuth:
-        return self.settings["hub_auth"]
-
 
 class WorkflowsHandler(BaseHandler):
     async def get(self):
@@ -738,14 +684,8 @@ class WorkflowsService(Application):
             (route("oauth_callback"), OAuthCallbackHandler),
         ]
         handlers += self.page_handlers(route, args)
-        return web.Application(
-            handlers,
-            default_handler_class=NotFoundHandler,
-            log_function=log_request,
-            hub_auth=hub_auth,
-            service_prefix=service_prefix,
-            cookie_secret=cookie_secret or os.urandom(32),
-        )
+        return service_application(handlers, service_prefix=service_prefix, hub_auth=hub_auth,
+                                   cookie_secret=cookie_secret, log_function=log_request)  # fmt: skip
 
     def page_handlers(self, route, args) -> list[Any]:
         """The web pages (`desp_hub.workflows.pages.page_handlers(route, args)`, once that module exists)."""
