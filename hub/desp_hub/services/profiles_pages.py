@@ -272,8 +272,25 @@ def jinja_environment() -> jinja2.Environment:
 # --- handlers -----------------------------------------------------------------------------------------------------
 
 
-class PageHandler(BaseHandler):
-    """An HTML page of the service: same identity and admin rule as the API, errors as HTML pages."""
+class ServicePageMixin:
+    """What every HTML page of the hub's services shares (the profiles pages here, the workflows pages in
+    `desp_hub.workflows.pages`), mixed in before the service's API handler so that a page and the API identify the
+    caller alike: the form's XSRF token on writes, a template rendered with the hub's stylesheet and navbar links,
+    errors as an HTML page, a flash message for the next page.
+
+    A service's page handler sets `flash_cookie` and `error_template`, returns its Jinja environment from
+    `templates()` (its templates extend this folder's base.html), and may add to every page's context in
+    `page_context()`. The settings hold `service_prefix`.
+    """
+
+    flash_cookie: str
+    error_template = "error.html"
+
+    def templates(self) -> jinja2.Environment:
+        raise NotImplementedError
+
+    def page_context(self) -> dict[str, Any]:
+        return {}
 
     async def prepare(self):
         await super().prepare()
@@ -286,8 +303,8 @@ class PageHandler(BaseHandler):
     def prefix(self) -> str:
         return self.settings["service_prefix"]
 
-    def page_url(self, *parts: str) -> str:
-        return url_path_join(self.prefix, *parts)
+    def page_url(self, *parts: Any) -> str:
+        return url_path_join(self.prefix, *(str(part) for part in parts))
 
     def render_page(self, template: str, status: int = 200, **context: Any) -> None:
         hub_prefix = self.hub_auth.hub_prefix
@@ -298,13 +315,13 @@ class PageHandler(BaseHandler):
             hub_home=url_path_join(hub_prefix, "home"),
             hub_css=url_path_join(hub_prefix, "static/css/style.min.css"),
             caller=caller,
-            admin=bool(caller) and is_admin(caller, self.admin_group),
             xsrf_form_html=Markup(self.xsrf_form_html()) if caller else Markup(""),
+            **self.page_context(),
         )
         self.set_status(status)
         self.set_header("Content-Type", "text/html; charset=UTF-8")
         self.set_header("Cache-Control", "no-store")
-        self.finish(jinja_environment().get_template(template).render(**context))
+        self.finish(self.templates().get_template(template).render(**context))
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         error = kwargs.get("exc_info", (None, None, None))[1]
@@ -314,22 +331,35 @@ class PageHandler(BaseHandler):
         elif isinstance(error, web.HTTPError) and status_code < 500:
             message = error.log_message % error.args if error.log_message else error.reason or message
         elif status_code >= 500:
-            message = "The profiles service failed to handle this request; see the service log."
+            message = f"The {self.service_name} service failed to handle this request; see the service log."
         self.clear_header("Content-Disposition")
-        self.render_page("error.html", status=status_code, status_code=status_code, message=message)
+        self.render_page(self.error_template, status=status_code, status_code=status_code, message=message)
 
     def flash(self, text: str) -> None:
-        """A message for the next page (the list), in a short-lived signed cookie."""
+        """A message for the next page, in a short-lived signed cookie."""
         self.set_signed_cookie(
-            FLASH_COOKIE, text, expires_days=None, path=self.prefix, httponly=True,
+            self.flash_cookie, text, expires_days=None, path=self.prefix, httponly=True,
             secure=self.request.protocol == "https",  # the proxy's X-Forwarded-Proto (xheaders)
         )
 
     def pop_flash(self) -> str | None:
-        value = self.get_signed_cookie(FLASH_COOKIE, max_age_days=1)
+        value = self.get_signed_cookie(self.flash_cookie, max_age_days=1)
         if value is not None:
-            self.clear_cookie(FLASH_COOKIE, path=self.prefix)
+            self.clear_cookie(self.flash_cookie, path=self.prefix)
         return value.decode("utf-8", "replace") if value else None
+
+
+class PageHandler(ServicePageMixin, BaseHandler):
+    """An HTML page of the profiles service: same identity and admin rule as the API, errors as HTML pages."""
+
+    flash_cookie = FLASH_COOKIE
+
+    def templates(self) -> jinja2.Environment:
+        return jinja_environment()
+
+    def page_context(self) -> dict[str, Any]:
+        caller = self._caller
+        return {"admin": bool(caller) and is_admin(caller, self.admin_group)}
 
     def back_to_list(self, message: str) -> None:
         self.flash(message)

@@ -29,10 +29,10 @@ from typing import Any
 
 import jinja2
 import nbformat
-from jupyterhub.utils import url_path_join
-from markupsafe import Markup
-from tornado import httputil, web
+from tornado import web
 
+from desp_hub.services.profiles_pages import TEMPLATES as SERVICES_TEMPLATES
+from desp_hub.services.profiles_pages import ServicePageMixin
 from desp_hub.services.profiles_service import ApiError
 from desp_hub.services.workflows_service import (
     VISIBILITIES,
@@ -163,7 +163,11 @@ def log_tail(path: Path) -> str:
 def jinja_environment() -> jinja2.Environment:
     """The pages' templates; autoescape is on for every template."""
     environment = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True, trim_blocks=True, lstrip_blocks=True
+        # workflows_base.html extends the services' base.html
+        loader=jinja2.FileSystemLoader([str(TEMPLATES), str(SERVICES_TEMPLATES)]),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
     )
     environment.filters.update(form_value=lambda value, parameter: form_value(parameter, value), label=run_label)
     environment.globals.update(describe_schedule=describe_schedule)
@@ -173,61 +177,17 @@ def jinja_environment() -> jinja2.Environment:
 # --- handlers ------------------------------------------------------------------------------------------------------
 
 
-class PageHandler(BaseHandler):
-    """An HTML page of the service: the API's identity and rules; errors as HTML pages."""
+class PageHandler(ServicePageMixin, BaseHandler):
+    """An HTML page of the service: the API's identity and rules; errors as HTML pages (`ServicePageMixin`)."""
 
-    async def prepare(self):
-        await super().prepare()
-        if self.request.method not in ("GET", "HEAD", "OPTIONS"):
-            # a cookie-authenticated POST needs the form's XSRF token (HubOAuth ignores the cookie without it)
-            self.check_xsrf_cookie()
+    flash_cookie = FLASH_COOKIE
+    error_template = "workflows_error.html"
 
-    @property
-    def prefix(self) -> str:
-        return self.settings["service_prefix"]
+    def templates(self) -> jinja2.Environment:
+        return jinja_environment()
 
-    def page_url(self, *parts: Any) -> str:
-        return url_path_join(self.prefix, *(str(part) for part in parts))
-
-    def render_page(self, template: str, status: int = 200, **context: Any) -> None:
-        hub_prefix = self.hub_auth.hub_prefix
-        caller = self._caller
-        context.update(
-            prefix=self.prefix,
-            page_url=self.page_url,
-            hub_home=url_path_join(hub_prefix, "home"),
-            hub_css=url_path_join(hub_prefix, "static/css/style.min.css"),
-            caller=caller,
-            xsrf_form_html=Markup(self.xsrf_form_html()) if caller else Markup(""),
-            visibilities=VISIBILITIES,
-        )
-        self.set_status(status)
-        self.set_header("Content-Type", "text/html; charset=UTF-8")
-        self.set_header("Cache-Control", "no-store")
-        self.finish(jinja_environment().get_template(template).render(**context))
-
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        error = kwargs.get("exc_info", (None, None, None))[1]
-        message = httputil.responses.get(status_code, "Error")
-        if isinstance(error, ApiError):
-            message = error.message
-        elif isinstance(error, web.HTTPError) and status_code < 500:
-            message = error.log_message % error.args if error.log_message else error.reason or message
-        elif status_code >= 500:
-            message = "The workflows service failed to handle this request; see the service log."
-        self.clear_header("Content-Disposition")
-        self.render_page("workflows_error.html", status=status_code, status_code=status_code, message=message)
-
-    def flash(self, text: str) -> None:
-        """A message for the next page, in a short-lived signed cookie."""
-        self.set_signed_cookie(FLASH_COOKIE, text, expires_days=None, path=self.prefix, httponly=True,
-                               secure=self.request.protocol == "https")  # fmt: skip
-
-    def pop_flash(self) -> str | None:
-        value = self.get_signed_cookie(FLASH_COOKIE, max_age_days=1)
-        if value is not None:
-            self.clear_cookie(FLASH_COOKIE, path=self.prefix)
-        return value.decode("utf-8", "replace") if value else None
+    def page_context(self) -> dict[str, Any]:
+        return {"visibilities": VISIBILITIES}
 
     def go(self, url: str, message: str | None = None) -> None:
         if message:
