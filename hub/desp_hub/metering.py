@@ -366,6 +366,24 @@ sessions_table = sa.Table(
     sa.Index("ix_metering_sessions_server", "username", "server_name"),
 )
 
+def debit_columns() -> list[sa.Column]:
+    """The columns every debit outbox table ends with (the servers' here, the Dask workers' in
+    `desp_hub.dask_gateway.metering`): the debited period and amount, and the delivery state `DebitOutbox` reads
+    and updates. New objects at each call (a column belongs to one table)."""
+    return [
+        sa.Column("interval_index", sa.Integer, nullable=True),
+        sa.Column("period_start", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("period_end", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("amount_milli", sa.Integer, nullable=False),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("attempts", sa.Integer, nullable=False),
+        sa.Column("last_error", sa.Text, nullable=True),
+        sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("transaction_id", sa.String(64), nullable=True),
+    ]
+
+
 outbox_table = sa.Table(
     "metering_outbox",
     metadata,
@@ -376,16 +394,7 @@ outbox_table = sa.Table(
     sa.Column("server_name", sa.String(255), nullable=False),
     sa.Column("profile", sa.String(63), nullable=True),
     sa.Column("dcu_per_hour", sa.String(32), nullable=False),
-    sa.Column("interval_index", sa.Integer, nullable=True),
-    sa.Column("period_start", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("period_end", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("amount_milli", sa.Integer, nullable=False),
-    sa.Column("status", sa.String(16), nullable=False),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("attempts", sa.Integer, nullable=False),
-    sa.Column("last_error", sa.Text, nullable=True),
-    sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=True),
-    sa.Column("transaction_id", sa.String(64), nullable=True),
+    *debit_columns(),
     sa.UniqueConstraint("idempotency_key", name="uq_metering_outbox_key"),
     sa.Index("ix_metering_outbox_status", "status", "id"),
     sa.Index("ix_metering_outbox_session", "session"),
