@@ -9,6 +9,9 @@ image, next to the one-machine configuration (`desp_hub/jupyterhub_config.py`) i
 - the same authenticator (`DespKeycloakAuthenticator`) and the same group/role policy;
 - the same profiles, from the same store seeded from the same YAML, as KubeSpawner `profile_list` entries
   (`desp_hub.kube.entitled_profile_list`), with users' tokens kept out of pod specs (`store_secret_env`);
+- the same metering (`DespKubeSpawner`, through `desp_hub.spawner.DespMeteringMixin`): the DCU balance checked
+  before the pod is created, the profile and its price in `user_options` for the metering service, the session
+  (`DESP_SESSION_ID`) opened at start and its final partial interval queued at stop;
 - the same hub services, added by the same `install_*_service` functions, then made reachable from the proxy pod:
   z2jh's proxy runs in its own pod, so a service listening on 127.0.0.1 in the hub pod is out of its reach; each
   service listens on the hub pod's IP ($POD_IP, from the downward API) at the port the chart names;
@@ -23,12 +26,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import os
 import urllib.parse
 from typing import Any
 
 import yaml
 from kubespawner import KubeSpawner
+from traitlets import Callable
 
 from .authenticator import DespKeycloakAuthenticator
 from .kube import entitled_profile_list, own_secret_env, store_secret_env
@@ -43,6 +48,7 @@ from .services.install import (
     install_workflows_service,
     with_access_scope,
 )
+from .spawner import DespMeteringMixin
 
 __all__ = [
     "CHART_CONFIG_DIR",
@@ -90,8 +96,41 @@ def profile_source(db_url: str, seed_path: str):
     return source
 
 
-class DespKubeSpawner(KubeSpawner):
-    """KubeSpawner whose servers also get the platform's endpoints (`DespPlatformEndpoints`), as local servers do."""
+class DespKubeSpawner(DespMeteringMixin, KubeSpawner):
+    """KubeSpawner whose servers are metered as local ones are (`desp_hub.spawner.DespMeteringMixin`) and get the
+    platform's endpoints (`DespPlatformEndpoints`), as local servers do.
+
+    KubeSpawner applies the chosen `profile_list` entry in `load_user_options`, at the start of its `_start`, before
+    any Kubernetes object is created; that is where this spawner finds the DESP profile behind the entry (from
+    `profile_source`, the same store the entries are built from), checks the DCU balance (402/503 with the local
+    messages) and records the profile and its price in `user_options`. The metering session is opened once the pod
+    runs and closed, with its final partial interval, after the stop.
+    """
+
+    profile_source = Callable(
+        None,
+        allow_none=True,
+        config=True,
+        help="""
+        The DESP profiles (`desp_hub.profiles.Profile`) behind `profile_list`: a callable with no argument returning
+        them (or an awaitable of them), e.g. `desp_hub.kube_config.profile_source(db_url, seed_path)`. It gives the
+        price of the profile a server starts with. None: servers are not checked against the DCU balance and carry
+        no price (the metering service then looks the profile up in its store).
+        """,
+    )
+
+    async def load_user_options(self):
+        """Apply the chosen profile (KubeSpawner: refuses a profile the user is not entitled to), then check the
+        balance for its DESP profile and record it; raising here leaves no pod or volume behind."""
+        await super().load_user_options()
+        if self.profile_source is None:
+            return
+        profiles = self.profile_source()
+        if inspect.isawaitable(profiles):
+            profiles = await profiles
+        profile = await self.entitled_profile(profiles, (self.user_options or {}).get("profile"))
+        await self.check_dcu_balance(profile)
+        self.record_profile(profile)
 
     def get_env(self):
         env = super().get_env()
@@ -178,7 +217,9 @@ def configure_kubernetes(c: Any, values: dict[str, Any], seed_path: str, pod_ip:
     # Profiles: the store admins edit through the profiles service, read at every form render and spawn.
     db_url = profiles["databaseUrl"]
     c.JupyterHub.spawner_class = DespKubeSpawner
-    c.KubeSpawner.profile_list = entitled_profile_list(profile_source(db_url, seed_path))
+    profiles_now = profile_source(db_url, seed_path)
+    c.KubeSpawner.profile_list = entitled_profile_list(profiles_now)
+    c.DespKubeSpawner.profile_source = profiles_now  # each profile's price, for the DCU check and metering
     c.KubeSpawner.modify_pod_hook = store_secret_env
     c.KubeSpawner.after_pod_created_hook = own_secret_env
     c.Spawner.default_url = "/lab"
