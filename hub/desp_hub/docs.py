@@ -20,6 +20,7 @@ def documented_classes():
     from .spawner import DespLocalSpawner, DespSystemUserSpawner
 
     from .dask_gateway.backend import DespLocalBackend
+    from .dask_gateway.kube_backend import DespKubeBackend
     from .dask_gateway.limits import DespDaskLimits
     from .dask_gateway.options import DespClusterConfig
     from .services.workflows_service import WorkflowsService
@@ -30,6 +31,7 @@ def documented_classes():
     return [DespKeycloakAuthenticator, DespLocalSpawner, DespSystemUserSpawner, DespPlatformEndpoints, DespMetering,
             WorkflowsService, WorkflowRunner, LocalProcessExecutor, KubernetesJobExecutor,
             DespDaskLimits, DespClusterConfig, DespLocalBackend,  # read by the dask-gateway service, not the hub
+            DespKubeBackend,  # read by the Helm chart's dask-gateway (desp_hub.dask_gateway.chart_config)
             DespLabExtension]  # the last one is read by user servers (jupyter_server_config), not the hub
 
 
