@@ -17,8 +17,9 @@ else) and `DESP_METERING_CLIENT_SECRET`. Every `poll` seconds (default a fifth o
    is debited twice). While the accounting service (or the identity provider) is unreachable, the rows stay
    pending; the outage is logged once when it starts and once when it ends.
 
-The final partial interval of a server is queued by the spawner when the server stops (`DespProfilesMixin`); this
-service delivers it like any other row. See `desp_hub.metering` for the arithmetic and the keys.
+The final partial interval of a server is queued by the spawner when the server stops (`DespMeteringMixin`, local
+and Kubernetes spawners alike); this service delivers it like any other row. See `desp_hub.metering` for the
+arithmetic and the keys.
 """
 
 from __future__ import annotations
