@@ -36,7 +36,7 @@ import logging
 import os
 from collections.abc import Mapping
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
-from typing import Any
+from typing import Any, ClassVar
 
 import desp_lab.credentials
 import sqlalchemy as sa
@@ -432,11 +432,27 @@ class Session:
         )
 
 
+@dataclasses.dataclass(frozen=True)
 class QueuedDebit:
     """What a row of every debit outbox shares (this one, and the Dask workers' in `desp_hub.dask_gateway.metering`):
-    made from a table row with its times as aware UTC datetimes; the dataclass subclasses say the columns."""
+    the fields of `debit_columns()` and the key; made from a table row with its times as aware UTC datetimes. A
+    subclass adds its table's own columns."""
 
-    TIMES = ("period_start", "period_end", "created_at", "delivered_at")
+    TIMES: ClassVar[tuple[str, ...]] = ("period_start", "period_end", "created_at", "delivered_at")
+
+    id: int
+    idempotency_key: str
+    username: str
+    interval_index: int | None
+    period_start: datetime.datetime
+    period_end: datetime.datetime
+    amount_milli: int
+    status: str
+    created_at: datetime.datetime
+    attempts: int
+    last_error: str | None
+    delivered_at: datetime.datetime | None
+    transaction_id: str | None
 
     @classmethod
     def from_row(cls, row):
@@ -451,23 +467,10 @@ class QueuedDebit:
 class OutboxRow(QueuedDebit):
     """One queued transaction (a debit of one interval of one session)."""
 
-    id: int
-    idempotency_key: str
     session: str
-    username: str
     server_name: str
     profile: str | None
     dcu_per_hour: str
-    interval_index: int | None
-    period_start: datetime.datetime
-    period_end: datetime.datetime
-    amount_milli: int
-    status: str
-    created_at: datetime.datetime
-    attempts: int
-    last_error: str | None
-    delivered_at: datetime.datetime | None
-    transaction_id: str | None
 
     def transaction(self) -> dict[str, Any]:
         """The fields of the accounting transaction (besides user, kind, amount and key): always the same for a row,

@@ -71,23 +71,10 @@ def from_millis(value: int) -> datetime.datetime:
 class UsageRow(QueuedDebit):
     """One worker's queued debit."""
 
-    id: int
-    idempotency_key: str
-    username: str
     cluster: str
     worker: str
     worker_cores: int
     dcu_per_core_hour: str
-    interval_index: int | None
-    period_start: datetime.datetime
-    period_end: datetime.datetime
-    amount_milli: int
-    status: str
-    created_at: datetime.datetime
-    attempts: int
-    last_error: str | None
-    delivered_at: datetime.datetime | None
-    transaction_id: str | None
 
     def transaction(self) -> dict[str, Any]:
         """The transaction's fields besides user, kind, amount and key (the same at every retry)."""
