@@ -33,6 +33,18 @@ def wait_for_http(url: str, timeout: float = 60, process: "ManagedProcess | None
     raise TimeoutError(f"{url} did not answer within {timeout}s: {last_error}")
 
 
+def wait_for(condition, timeout: float, what: str, poll: float = 0.5):
+    """condition()'s value once truthy, polling every `poll` s; fails naming `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(poll)
+
+
 class ManagedProcess:
     """A child process in its own process group, logging to a file, stopped by its PID (never by name)."""
 

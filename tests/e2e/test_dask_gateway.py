@@ -17,6 +17,7 @@ from desp_hub.dask_gateway.metering import SERVICE, UsageOutbox
 from desp_lab.accounting import Accounting
 from tests.e2e.hubclient import HubSession, run_in_kernel
 from tests.e2e.stack import start_hub
+from tests.support import wait_for
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -72,17 +73,6 @@ def hub(tmp_path_factory):
         yield running
     finally:
         running.stop()
-
-
-def wait_for(condition, timeout, what):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(1)
 
 
 def test_a_kernel_scales_a_cluster_to_its_role_limit_computes_and_is_metered_once(hub):

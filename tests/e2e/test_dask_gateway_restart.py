@@ -28,7 +28,7 @@ from desp_hub.dask_gateway.metering import SERVICE, UsageOutbox
 from desp_sandbox.accounting.ledger import Ledger
 from tests.e2e.hubclient import HubSession, run_in_kernel
 from tests.e2e.stack import start_hub
-from tests.support import free_port
+from tests.support import free_port, wait_for
 
 pytestmark = pytest.mark.timeout(1500)
 
@@ -69,17 +69,6 @@ cluster.close()
 gateway.close()
 (listed, total, workers)
 """
-
-
-def wait_for(condition, timeout, what):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(1)
 
 
 def now():

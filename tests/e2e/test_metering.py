@@ -15,7 +15,7 @@ from desp_lab.accounting import Accounting
 from tests.conftest_accounting import AccountingProcess
 from tests.e2e.hubclient import HubSession, run_in_kernel
 from tests.e2e.stack import start_hub
-from tests.support import free_port
+from tests.support import free_port, wait_for
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -84,18 +84,6 @@ def admin_accounting(stack):
         return admin.api("GET", "/users/admin").json()["auth_state"]["access_token"]
 
     return Accounting(stack.accounting_url, token=token, retries=0)
-
-
-def wait_for(condition, timeout, what):
-    """condition() once truthy (returned), polling every half second; fails naming `what` after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.5)
 
 
 def session_debits(accounting, user, session):
