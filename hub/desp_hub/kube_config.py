@@ -25,7 +25,6 @@ DESP_STATISTICS_CLIENT_SECRET reach the hub's environment from a Kubernetes Secr
 from __future__ import annotations
 
 import asyncio
-import functools
 import inspect
 import os
 import urllib.parse
@@ -38,7 +37,7 @@ from traitlets import Callable
 from .authenticator import DespKeycloakAuthenticator
 from .kube import entitled_profile_list, own_secret_env, store_secret_env
 from .platform_endpoints import DespPlatformEndpoints
-from .profile_store import migrated_store
+from .profile_store import seeded_store
 from .services import install
 from .services.install import (
     install_culler_service,
@@ -78,19 +77,11 @@ def load_chart_config(directory: str) -> tuple[dict[str, Any], str]:
     return values, seed if has_profiles else SHIPPED_SEED
 
 
-@functools.cache
-def _ready_store(url: str, seed_path: str):
-    """The profile store at `url`, migrated and seeded (when empty) once per hub process."""
-    store = migrated_store(url)
-    store.seed_if_empty(seed_path)
-    return store
-
-
 def profile_source(db_url: str, seed_path: str):
     """The profiles as the store holds them now (read in a thread: it blocks on the database)."""
 
     async def source():
-        store = await asyncio.to_thread(_ready_store, db_url, seed_path)
+        store = await asyncio.to_thread(seeded_store, db_url, seed_path)
         return await asyncio.to_thread(store.profiles)
 
     return source

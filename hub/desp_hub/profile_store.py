@@ -474,3 +474,12 @@ def migrated_store(url: str) -> ProfileStore:
     store = ProfileStore(url)
     store.upgrade()
     return store
+
+
+@functools.cache
+def seeded_store(url: str, seed_path: str) -> ProfileStore:
+    """The store at `url`, migrated and seeded from `seed_path` when empty, once per hub process (the spawners'
+    and the culler's view of the profiles)."""
+    store = migrated_store(url)
+    store.seed_if_empty(seed_path)
+    return store

@@ -36,7 +36,7 @@ from traitlets.config import LoggingConfigurable
 from .culls import cull_notice, last_cull
 from .metering import ClientCredentials, DespMetering, amount_milli, format_dcu, session_id, spawn_refusal
 from .platform_endpoints import DespPlatformEndpoints
-from .profile_store import migrated_store
+from .profile_store import seeded_store
 from .profiles import (
     NotEntitled,
     entitled_profiles,
@@ -45,14 +45,6 @@ from .profiles import (
     load_profiles,
     local_spawner_settings,
 )
-
-
-@functools.cache
-def _ready_store(url, seed_path):
-    """The store at `url`, migrated and seeded (if empty) once per hub process (shared with the cull records)."""
-    store = migrated_store(url)
-    store.seed_if_empty(seed_path)
-    return store
 
 
 @functools.cache
@@ -264,7 +256,7 @@ class DespProfilesMixin(DespMeteringMixin):
         """All configured profiles, read now (from the store in a worker thread: it blocks on the database)."""
         if not self.profiles_url:
             return load_profiles(self.profiles_path)
-        store = await asyncio.to_thread(_ready_store, self.profiles_url, self.profiles_path)
+        store = await asyncio.to_thread(seeded_store, self.profiles_url, self.profiles_path)
         return await asyncio.to_thread(store.profiles)
 
     async def _options_form_for_user(self, spawner):
