@@ -337,6 +337,18 @@ class BaseHandler(HubCallerMixin, web.RequestHandler):
             log.info("No DESP access token for %s's run (%s): it runs without one", self.caller["name"], error)
             return ""
 
+    async def queue_run(self, workflow: Mapping[str, Any], version: Mapping[str, Any], values: Mapping[str, Any]):
+        """Queue a run of `version` for the caller, with their DESP access token.
+
+        The token is fetched before the run exists: the runner may take a queued run at once, and a run taken
+        before its token was handed over would read data without one."""
+        token = await self.caller_access_token()
+        run = await self.call(self.store.create_run, workflow["id"], version["number"], self.caller["name"], values)
+        if token:
+            self.runner.access_tokens[run["id"]] = token
+        self.runner.wake()
+        return run
+
     async def check_profile(self, slug: Any, field: str = "profile") -> str:
         """The profile must exist and the caller must be entitled to it (when the service knows the profiles)."""
         if not isinstance(slug, str) or not slug:
@@ -487,11 +499,7 @@ class RunsHandler(BaseHandler):
             raise ApiError(400, error.message if error.field == "parameters" else f"{error.field} {error.message}",
                            field=error.field) from None  # fmt: skip
         await self.check_profile(workflow["profile"])
-        run = await self.call(self.store.create_run, workflow["id"], version["number"], caller["name"], values)
-        token = await self.caller_access_token()
-        if token:
-            self.runner.access_tokens[run["id"]] = token
-        self.runner.wake()
+        run = await self.queue_run(workflow, version, values)
         self.set_header("Location", url_path_join(self.settings["service_prefix"], f"api/runs/{run['id']}"))
         self.write_json(run_model(run, self.settings["service_prefix"]), status=202)
 

@@ -323,8 +323,7 @@ class RunNowPage(WorkflowPage):
                                        message=f"Check the parameters: {first}: {errors[first]}")  # fmt: skip
             return
         await self.check_profile(workflow["profile"])
-        run = await self.call(self.store.create_run, workflow["id"], version["number"], self.caller["name"], values)
-        self.runner.wake()
+        run = await self.queue_run(workflow, version, values)
         self.go(self.page_url("runs", run["id"]), f"Run {run['id']} queued.")
 
 
