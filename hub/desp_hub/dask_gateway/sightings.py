@@ -15,6 +15,8 @@ import datetime
 
 import sqlalchemy as sa
 
+from desp_hub.metering import utc
+
 metadata = sa.MetaData()
 
 sightings_table = sa.Table(
@@ -36,9 +38,8 @@ sightings_table = sa.Table(
 
 
 def _utc(value: datetime.datetime | None) -> datetime.datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=datetime.UTC) if value.tzinfo is None else value.astimezone(datetime.UTC)
+    """`desp_hub.metering.utc`, None staying None (a sighting not stopped yet)."""
+    return None if value is None else utc(value)
 
 
 @dataclasses.dataclass(frozen=True)
